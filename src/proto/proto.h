@@ -1,0 +1,76 @@
+/* The wire format of docs/protocol.md on the server side: parsing a request
+ * frame into its envelope, validating fields, and encoding replies, errors
+ * and events as JSON and as WebSocket frames. It knows no sockets and no
+ * threads; it never decides what an operation does.
+ * SPDX-License-Identifier: MIT */
+#ifndef FB_PROTO_H
+#define FB_PROTO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/fb.h"
+#include "store/store.h"
+
+#define FB_NAME_MAX 32
+#define FB_PASSWORD_MIN 8
+#define FB_PASSWORD_MAX 1024
+#define FB_DEVICE_NAME_MAX 64
+#define FB_ROOM_NAME_MAX 100
+#define FB_CMID_MAX 64
+#define FB_ID_STR_MAX 64
+
+/* A parsed request: the whole object, its id (borrowed from obj; NULL when
+ * unusable) and its op. On a parse failure, err/msg say why. */
+typedef struct {
+    json_t *obj;
+    json_t *id;
+    const char *op;
+    char msg[160]; /* human detail of the last validation error */
+} fb_req_t;
+
+/* Parses one text frame. Returns 0, or FB_EBADREQ / FB_EUTF8 with req->msg set
+ * (req->id is still set when the frame was an object with a usable id). */
+int fb_req_parse(fb_req_t *req, const char *data, size_t len);
+void fb_req_free(fb_req_t *req);
+
+/* Field readers: 0, FB_EBADREQ (missing when required, or mistyped) or
+ * FB_EINVAL (out of range), with req->msg naming the field. Optional
+ * fields that are absent leave *out untouched and return 0. */
+int fb_req_id_field(fb_req_t *req, const char *key, bool required, int64_t *out); /* > 0 */
+int fb_req_int(fb_req_t *req, const char *key, bool required, int64_t min, int64_t max,
+               int64_t *out);
+int fb_req_str(fb_req_t *req, const char *key, bool required, size_t min_bytes,
+               size_t max_bytes, const char **out, size_t *len);
+/* An array of strings, each checked by fb_valid_user_name; at most max. */
+int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, const char ***out,
+                 size_t *n); /* *out is fb_malloc'd; strings borrowed */
+
+/* Validators (true when acceptable). */
+bool fb_valid_user_name(const char *s);
+bool fb_valid_cmid(const char *s);
+bool fb_valid_label(const char *s, size_t max_bytes); /* room / device names: no controls */
+
+/* Encoders. All return new references. */
+json_t *fb_proto_ok(json_t *id);                                /* {"id":..,"ok":true} */
+json_t *fb_proto_error(json_t *id, int err, const char *detail); /* detail may be NULL */
+json_t *fb_proto_user(int64_t id, const char *name);
+json_t *fb_proto_event(const fb_event_t *ev, int64_t unread); /* unread < 0: omitted */
+json_t *fb_proto_member(const fb_member_t *m);
+json_t *fb_proto_room_summary(const fb_room_summary_t *rs, const fb_member_t *peer);
+const char *fb_proto_event_type(int kind);
+const char *fb_proto_room_kind(int kind);
+
+/* Serialises obj compactly into out (appends). */
+void fb_proto_dump(json_t *obj, fb_buf_t *out);
+/* A WebSocket frame encoder (wslay underneath); one per thread. */
+typedef struct fb_ws_enc fb_ws_enc_t;
+fb_ws_enc_t *fb_ws_enc_new(void);
+void fb_ws_enc_free(fb_ws_enc_t *e);
+/* Appends one unmasked, final text frame holding payload to out. */
+void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t len);
+/* Appends obj as one text frame. */
+void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj);
+
+#endif

@@ -1,0 +1,211 @@
+/* Configuration keys, defaults, parsing and validation. The table below is
+ * the single list of keys; `firebreak serve --print-config` prints it as a
+ * documented file. It never opens sockets or the store.
+ * SPDX-License-Identifier: MIT */
+#include "server/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fb.h"
+
+typedef enum { K_INT, K_STR, K_LISTEN, K_REG, K_LOG } kind_t;
+
+typedef struct {
+    const char *key;
+    kind_t kind;
+    size_t off;
+    int64_t min, max;
+    const char *doc;
+} key_t_;
+
+#define OFF(f) offsetof(fb_config_t, f)
+static const key_t_ keys[] = {
+    {"listen", K_LISTEN, 0, 0, 0, "address:port to serve WebSocket (/ws) and HTTP on"},
+    {"data_dir", K_STR, OFF(data_dir), 0, sizeof(((fb_config_t *)0)->data_dir),
+     "folder of the embedded store (created if missing)"},
+    {"store", K_STR, OFF(store), 0, sizeof(((fb_config_t *)0)->store), "storage backend: sqlite"},
+    {"io_threads", K_INT, OFF(io_threads), 0, 64, "io loops; 0 = one per core"},
+    {"registration", K_REG, 0, 0, 0,
+     "open: anyone may register; closed: only `firebreak admin add-user`"},
+    {"max_frame_bytes", K_INT, OFF(max_frame_bytes), 1024, 16 << 20,
+     "largest client frame / HTTP body; larger frames close the connection (1009)"},
+    {"max_text_bytes", K_INT, OFF(max_text_bytes), 1, 1 << 20, "largest message text (UTF-8 bytes)"},
+    {"max_output_bytes", K_INT, OFF(max_output_bytes), 65536, (int64_t)1 << 32,
+     "output queued for one connection before it is closed as a slow consumer (4002)"},
+    {"max_room_members", K_INT, OFF(max_room_members), 2, 1000000, "members in one room"},
+    {"history_page_max", K_INT, OFF(history_page_max), 10, 10000,
+     "largest page of history / sync events per room"},
+    {"token_ttl_days", K_INT, OFF(token_ttl_days), 1, 3650, "device tokens expire after this"},
+    {"handshake_timeout_ms", K_INT, OFF(handshake_timeout_ms), 100, 600000,
+     "a connection must upgrade and say hello within this"},
+    {"writer_batch_max", K_INT, OFF(writer_batch_max), 1, 1000000,
+     "most requests committed in one transaction (group commit)"},
+    {"argon2_opslimit", K_INT, OFF(argon2_opslimit), 1, 100, "argon2id passes (libsodium opslimit)"},
+    {"argon2_memlimit_kib", K_INT, OFF(argon2_memlimit_kib), 8, 4 << 20,
+     "argon2id memory per hash, KiB"},
+    {"log_level", K_LOG, 0, 0, 0, "debug | info | warn | error"},
+};
+
+void fb_config_defaults(fb_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen_host, sizeof c->listen_host, "127.0.0.1");
+    c->listen_port = 8080;
+    snprintf(c->data_dir, sizeof c->data_dir, "./firebreak-data");
+    snprintf(c->store, sizeof c->store, "sqlite");
+    c->io_threads = 0;
+    c->registration_open = true;
+    c->max_frame_bytes = 65536;
+    c->max_text_bytes = 8192;
+    c->max_output_bytes = 4 << 20;
+    c->max_room_members = 10000;
+    c->history_page_max = 200;
+    c->token_ttl_days = 90;
+    c->handshake_timeout_ms = 10000;
+    c->writer_batch_max = 4096;
+    c->argon2_opslimit = 2;
+    c->argon2_memlimit_kib = 65536;
+    c->log_level = FB_LOG_INFO;
+}
+
+static int parse_int(const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) return FB_EINVAL;
+    *out = x;
+    return 0;
+}
+
+int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < FB_ARRAY_LEN(keys); i++) {
+        const key_t_ *k = &keys[i];
+        if (strcmp(k->key, key) != 0) continue;
+        int64_t x;
+        switch (k->kind) {
+        case K_INT:
+            if (parse_int(value, &x) != 0 || x < k->min || x > k->max) {
+                snprintf(err, errlen, "%s must be an integer from %lld to %lld", key,
+                         (long long)k->min, (long long)k->max);
+                return FB_EINVAL;
+            }
+            if (k->off == OFF(io_threads))
+                c->io_threads = (int)x;
+            else
+                *(int64_t *)((char *)c + k->off) = x;
+            return 0;
+        case K_STR:
+            if (!*value || strlen(value) >= (size_t)k->max) {
+                snprintf(err, errlen, "%s must be 1 to %lld characters", key, (long long)k->max - 1);
+                return FB_EINVAL;
+            }
+            snprintf((char *)c + k->off, (size_t)k->max, "%s", value);
+            if (k->off == OFF(store) && strcmp(value, "sqlite") != 0) {
+                snprintf(err, errlen, "store must be sqlite");
+                return FB_EINVAL;
+            }
+            return 0;
+        case K_LISTEN: {
+            const char *colon = strrchr(value, ':');
+            if (!colon || colon == value || (size_t)(colon - value) >= sizeof c->listen_host ||
+                parse_int(colon + 1, &x) != 0 || x < 0 || x > 65535) {
+                snprintf(err, errlen, "listen must be host:port, e.g. 127.0.0.1:8080");
+                return FB_EINVAL;
+            }
+            snprintf(c->listen_host, sizeof c->listen_host, "%.*s", (int)(colon - value), value);
+            c->listen_port = (int)x;
+            return 0;
+        }
+        case K_REG:
+            if (strcmp(value, "open") && strcmp(value, "closed")) {
+                snprintf(err, errlen, "registration must be open or closed");
+                return FB_EINVAL;
+            }
+            c->registration_open = strcmp(value, "open") == 0;
+            return 0;
+        case K_LOG:
+            if ((c->log_level = fb_log_level_parse(value)) < 0) {
+                snprintf(err, errlen, "log_level must be debug, info, warn or error");
+                c->log_level = FB_LOG_INFO;
+                return FB_EINVAL;
+            }
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "unknown configuration key '%s'", key);
+    return FB_EINVAL;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+int fb_config_load(fb_config_t *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return FB_EINVAL;
+    }
+    char line[1024];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+            rc = FB_EINVAL;
+            break;
+        }
+        *eq = 0;
+        char msg[256];
+        if (fb_config_set(c, trim(s), trim(eq + 1), msg, sizeof msg) != 0) {
+            snprintf(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rc = FB_EINVAL;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+void fb_config_print(const fb_config_t *c, void *file)
+{
+    FILE *f = file;
+    fprintf(f, "# Firebreak node configuration (every key, with the value in force)\n");
+    for (size_t i = 0; i < FB_ARRAY_LEN(keys); i++) {
+        const key_t_ *k = &keys[i];
+        fprintf(f, "\n# %s\n%s = ", k->doc, k->key);
+        switch (k->kind) {
+        case K_INT:
+            if (k->off == OFF(io_threads))
+                fprintf(f, "%d\n", c->io_threads);
+            else
+                fprintf(f, "%lld\n", (long long)*(const int64_t *)((const char *)c + k->off));
+            break;
+        case K_STR: fprintf(f, "%s\n", (const char *)c + k->off); break;
+        case K_LISTEN: fprintf(f, "%s:%d\n", c->listen_host, c->listen_port); break;
+        case K_REG: fprintf(f, "%s\n", c->registration_open ? "open" : "closed"); break;
+        case K_LOG:
+            fprintf(f, "%s\n", (const char *[]){"debug", "info", "warn", "error", "off"}[c->log_level]);
+            break;
+        }
+    }
+}
+
+void fb_config_db_path(const fb_config_t *c, char *out, size_t n)
+{
+    snprintf(out, n, "%s/firebreak.db", c->data_dir);
+}

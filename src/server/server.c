@@ -1,0 +1,375 @@
+/* `firebreak serve`: builds a node from its configuration and runs it: the
+ * store, the writer thread, one io loop per core (each with its own listening
+ * socket on the same port, SO_REUSEPORT, and its own read connection), and
+ * an orderly shutdown on SIGINT/SIGTERM that commits what was queued.
+ * SPDX-License-Identifier: MIT */
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chat/auth.h"
+
+/* ---- push encoders (writer thread) ---- */
+
+void fb_server_encode_event(void *ud, const fb_event_t *ev, int64_t unread, fb_buf_t *frame)
+{
+    fb_server_t *s = ud;
+    json_t *o = fb_proto_event(ev, unread);
+    json_object_set_new(o, "event", json_string("msg"));
+    fb_ws_enc_json(s->writer_enc, frame, o);
+    json_decref(o);
+}
+
+void fb_server_encode_read(void *ud, int64_t room, int64_t user, const char *name, int64_t seq,
+                           fb_buf_t *frame)
+{
+    fb_server_t *s = ud;
+    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)room, "user",
+                          fb_proto_user(user, name), "seq", (json_int_t)seq);
+    fb_ws_enc_json(s->writer_enc, frame, o);
+    json_decref(o);
+}
+
+/* ---- io loops ---- */
+
+static void loop_deliver(void *ud, fb_mpsc_node_t *node)
+{
+    fb_loop_t *l = ud;
+    fb_mpsc_push(&l->inbox, node);
+    uv_async_send(&l->inbox_async);
+}
+
+static void drain_inbox(fb_loop_t *l)
+{
+    fb_mpsc_node_t *node;
+    while ((node = fb_mpsc_pop(&l->inbox))) fb_ops_loop_batch(l, fb_wbatch_of(node, l->index));
+}
+
+static void on_inbox(uv_async_t *a)
+{
+    drain_inbox(a->data);
+}
+
+static void on_check(uv_check_t *h)
+{
+    fb_conn_flush_all(h->data);
+}
+
+/* Closes connections that have not said hello in time: the list is in
+ * accept order, so only its expired head is looked at. */
+static void on_sweep(uv_timer_t *t)
+{
+    fb_loop_t *l = t->data;
+    uint64_t now = uv_now(&l->loop);
+    int64_t limit = l->srv->cfg.handshake_timeout_ms;
+    while (l->hs_head && (int64_t)(now - (uint64_t)l->hs_head->accepted_ms) >= limit) {
+        fb_conn_t *c = l->hs_head;
+        if (c->state == CONN_WS)
+            fb_conn_ws_close(c, 1008, "handshake timeout");
+        else
+            fb_conn_close(c);
+        if (c->in_handshake_list) fb_conn_handshake_done(c);
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    fb_loop_t *l = server->data;
+    if (status == 0 && atomic_load(&l->srv->phase) == 0) fb_conn_accept(l);
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    fb_loop_t *l = a->data;
+    int phase = atomic_load(&l->srv->phase);
+    if (phase == 1) {
+        /* Draining: no new connections; say goodbye to the open ones. */
+        if (!uv_is_closing((uv_handle_t *)&l->listener)) uv_close((uv_handle_t *)&l->listener, NULL);
+        for (fb_conn_t *c = l->all, *next; c; c = next) {
+            next = c->all_next;
+            fb_conn_ws_close(c, 1000, "server shutting down");
+        }
+        fb_conn_flush_all(l);
+    } else {
+        for (fb_conn_t *c = l->all, *next; c; c = next) {
+            next = c->all_next;
+            fb_conn_close(c);
+        }
+        drain_inbox(l);
+        uv_walk(&l->loop, close_handle, NULL);
+    }
+}
+
+static void loop_main(void *arg)
+{
+    fb_loop_t *l = arg;
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+}
+
+/* A listening socket on host:port with SO_REUSEPORT, so that every loop has
+ * its own and the kernel spreads connections over them. */
+static int listen_socket(const char *host, int port, int *fd_out, int *bound_port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) return FB_EINVAL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) return FB_EIO;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        FB_ERROR("server", "cannot bind %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        return FB_EIO;
+    }
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    *bound_port = ntohs(a.sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+static int loop_init(fb_server_t *s, int index, fb_loop_t **out)
+{
+    fb_loop_t *l = fb_calloc(1, sizeof *l);
+    l->index = index;
+    l->srv = s;
+    fb_mpsc_init(&l->inbox);
+    fb_map_init(&l->users);
+    l->enc = fb_ws_enc_new();
+    uv_loop_init(&l->loop);
+    *out = l; /* even half built: loop_free undoes what was done */
+    int rc = fb_store_open_reader(&s->store_cfg, &l->reader);
+    if (rc) goto fail;
+    l->inbox_async.data = l->stop_async.data = l->flush_check.data = l->sweep_timer.data = l;
+    uv_async_init(&l->loop, &l->inbox_async, on_inbox);
+    uv_async_init(&l->loop, &l->stop_async, on_stop);
+    uv_check_init(&l->loop, &l->flush_check);
+    uv_check_start(&l->flush_check, on_check);
+    uv_timer_init(&l->loop, &l->sweep_timer);
+    uint64_t sweep = (uint64_t)FB_MAX(100, s->cfg.handshake_timeout_ms / 4);
+    uv_timer_start(&l->sweep_timer, on_sweep, sweep, sweep);
+    uv_unref((uv_handle_t *)&l->sweep_timer);
+    uv_tcp_init(&l->loop, &l->listener);
+    l->listener.data = l;
+    rc = listen_socket(s->cfg.listen_host, index == 0 ? s->cfg.listen_port : s->port, &l->listen_fd,
+                       &s->port);
+    if (rc) goto fail;
+    if (uv_tcp_open(&l->listener, l->listen_fd) != 0 ||
+        uv_listen((uv_stream_t *)&l->listener, 1024, on_connection) != 0) {
+        rc = FB_EIO;
+        goto fail;
+    }
+    return 0;
+fail:
+    FB_ERROR("server", "io loop %d failed to start: %s", index, fb_err_message(rc));
+    return rc;
+}
+
+static void loop_free(fb_loop_t *l)
+{
+    uv_walk(&l->loop, close_handle, NULL);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&l->loop);
+    if (l->reader) fb_store_close(l->reader);
+    fb_ws_enc_free(l->enc);
+    fb_map_free(&l->users);
+    fb_free(l);
+}
+
+/* ---- the command ---- */
+
+static uv_loop_t *main_loop;
+static uv_signal_t sig_int, sig_term;
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    FB_INFO("server", "signal %d: shutting down", signum);
+    uv_signal_stop(&sig_int);
+    uv_signal_stop(&sig_term);
+    uv_stop(main_loop);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: firebreak serve [--config FILE] [--listen HOST:PORT] [--data-dir DIR]\n"
+            "                       [--io-threads N] [--registration open|closed]\n"
+            "                       [--log-level LEVEL] [--set KEY=VALUE]... [--ready-file FILE]\n"
+            "       firebreak serve --print-config [...]\n"
+            "Runs a node. Every key of the config file can also be given with --set.\n"
+            "--ready-file writes HOST:PORT to FILE once the node listens (for scripts).\n");
+}
+
+static int parse_args(fb_config_t *cfg, int argc, char **argv, bool *print, const char **ready)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'},   {"listen", required_argument, 0, 'l'},
+        {"data-dir", required_argument, 0, 'd'}, {"io-threads", required_argument, 0, 't'},
+        {"registration", required_argument, 0, 'r'}, {"log-level", required_argument, 0, 'v'},
+        {"set", required_argument, 0, 's'},      {"ready-file", required_argument, 0, 'f'},
+        {"print-config", no_argument, 0, 'p'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    char err[512];
+    /* The config file first, so that flags override it whatever their order. */
+    for (int i = 1; i < argc - 1; i++) {
+        if (strcmp(argv[i], "--config") == 0 && fb_config_load(cfg, argv[i + 1], err, sizeof err)) {
+            fprintf(stderr, "firebreak serve: %s\n", err);
+            return 1;
+        }
+    }
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        const char *key = NULL;
+        char *val = optarg;
+        switch (o) {
+        case 'c': continue;
+        case 'l': key = "listen"; break;
+        case 'd': key = "data_dir"; break;
+        case 't': key = "io_threads"; break;
+        case 'r': key = "registration"; break;
+        case 'v': key = "log_level"; break;
+        case 'f': *ready = optarg; continue;
+        case 'p': *print = true; continue;
+        case 'h': usage(stdout); exit(0);
+        case 's': {
+            char *eq = strchr(optarg, '=');
+            if (!eq) {
+                fprintf(stderr, "firebreak serve: --set wants KEY=VALUE\n");
+                return 1;
+            }
+            *eq = 0;
+            key = optarg;
+            val = eq + 1;
+            break;
+        }
+        default: usage(stderr); return 1;
+        }
+        if (fb_config_set(cfg, key, val, err, sizeof err)) {
+            fprintf(stderr, "firebreak serve: %s\n", err);
+            return 1;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 1;
+    }
+    return 0;
+}
+
+static void shutdown_node(fb_server_t *s)
+{
+    atomic_store(&s->phase, 1);
+    for (int i = 0; i < s->n_loops; i++) uv_async_send(&s->loops[i]->stop_async);
+    /* Commit what is queued; loops still take the results. */
+    if (s->writer) fb_writer_stop(s->writer);
+    atomic_store(&s->phase, 2);
+    for (int i = 0; i < s->n_loops; i++) {
+        uv_async_send(&s->loops[i]->stop_async);
+        uv_thread_join(&s->loops[i]->thread);
+    }
+    for (int i = 0; i < s->n_loops; i++) {
+        drain_inbox(s->loops[i]);
+        loop_free(s->loops[i]);
+    }
+}
+
+int fb_server_main(int argc, char **argv)
+{
+    fb_server_t *s = fb_calloc(1, sizeof *s);
+    bool print = false;
+    const char *ready = NULL;
+    int rc = 1, started = 0;
+    fb_config_defaults(&s->cfg);
+    if (parse_args(&s->cfg, argc, argv, &print, &ready)) goto out;
+    if (print) {
+        fb_config_print(&s->cfg, stdout);
+        rc = 0;
+        goto out;
+    }
+    fb_log_set_level(s->cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    if (fb_auth_init()) goto out;
+    if (mkdir(s->cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+        FB_ERROR("server", "cannot create data_dir %s: %s", s->cfg.data_dir, strerror(errno));
+        goto out;
+    }
+    fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
+    s->store_cfg.kind = s->cfg.store;
+    s->store_cfg.path = s->db_path;
+    if (fb_store_open(&s->store_cfg, &s->wstore)) {
+        FB_ERROR("server", "cannot open the store at %s", s->db_path);
+        goto out;
+    }
+    s->n_loops = s->cfg.io_threads > 0 ? s->cfg.io_threads : (int)FB_MAX(1, uv_available_parallelism());
+    s->loops = fb_calloc((size_t)s->n_loops, sizeof *s->loops);
+    s->started_ms = fb_now_ms();
+    s->writer_enc = fb_ws_enc_new();
+    for (int i = 0; i < s->n_loops; i++)
+        if (loop_init(s, i, &s->loops[i])) goto out;
+    fb_wsink_t *sinks = fb_calloc((size_t)s->n_loops, sizeof *sinks);
+    for (int i = 0; i < s->n_loops; i++) sinks[i] = (fb_wsink_t){loop_deliver, s->loops[i]};
+    fb_writer_opts_t wo = {.max_room_members = s->cfg.max_room_members,
+                           .batch_max = s->cfg.writer_batch_max,
+                           .encode_event = fb_server_encode_event,
+                           .encode_read = fb_server_encode_read,
+                           .encode_ud = s};
+    rc = fb_writer_start(s->wstore, &wo, sinks, s->n_loops, &s->writer);
+    fb_free(sinks);
+    if (rc) {
+        rc = 1;
+        goto out;
+    }
+    for (started = 0; started < s->n_loops; started++)
+        uv_thread_create(&s->loops[started]->thread, loop_main, s->loops[started]);
+    FB_INFO("server", "firebreak %s listening on %s:%d (ws /ws), %d io loops, store %s at %s",
+            FB_VERSION, s->cfg.listen_host, s->port, s->n_loops, s->cfg.store, s->db_path);
+    if (ready) {
+        FILE *f = fopen(ready, "w");
+        if (f) {
+            fprintf(f, "%s:%d\n", s->cfg.listen_host, s->port);
+            fclose(f);
+        }
+    }
+    main_loop = fb_malloc(sizeof *main_loop);
+    uv_loop_init(main_loop);
+    uv_signal_init(main_loop, &sig_int);
+    uv_signal_init(main_loop, &sig_term);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    uv_loop_close(main_loop);
+    fb_free(main_loop);
+    shutdown_node(s);
+    s->writer = NULL;
+    s->n_loops = 0;
+    rc = 0;
+    FB_INFO("server", "stopped");
+out:
+    for (int i = 0; i < s->n_loops; i++)
+        if (s->loops[i]) loop_free(s->loops[i]);
+    fb_free(s->loops);
+    fb_ws_enc_free(s->writer_enc);
+    if (s->wstore) fb_store_close(s->wstore);
+    fb_free(s);
+    return rc;
+}

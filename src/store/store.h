@@ -1,0 +1,181 @@
+/* The one storage interface of Firebreak. Everything above it (the writer, the
+ * read paths of the io loops, the admin tool) speaks only these functions and
+ * never learns which backend is underneath; the backend is chosen once, at
+ * open, from fb_store_config_t.kind. The store knows no protocol and no JSON.
+ *
+ * Connections: fb_store_open() gives the single write connection (only the
+ * writer thread uses it); fb_store_open_reader() gives read-only connections,
+ * one per io loop. A handle is used by one thread at a time.
+ *
+ * Invariants every backend keeps:
+ *  - each room's events carry seq 1, 2, 3, ... with no gap: fb_store_event_append
+ *    assigns last_seq + 1 and bumps rooms.last_seq in the same transaction;
+ *  - (device, cmid) is unique over text events: a retried send is found with
+ *    fb_store_event_by_cmid and never appended twice;
+ *  - nothing is durable before fb_store_commit returns 0 (SQLite: WAL with
+ *    synchronous=FULL, so the commit has been fsynced).
+ * SPDX-License-Identifier: MIT */
+#ifndef FB_STORE_H
+#define FB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fb_store fb_store_t;
+
+typedef struct {
+    const char *kind; /* "sqlite" */
+    const char *path; /* sqlite: database file */
+} fb_store_config_t;
+
+enum { FB_ROOM_DIRECT = 1, FB_ROOM_GROUP = 2 };
+
+/* Kinds of the events in a room's sequence. */
+enum {
+    FB_EV_TEXT = 1,   /* a message: actor sent text */
+    FB_EV_CREATE = 2, /* room created by actor; text = room name (may be empty) */
+    FB_EV_JOIN = 3,   /* target joined, added by actor (actor == target: joined by itself) */
+    FB_EV_LEAVE = 4,  /* actor left */
+    FB_EV_KICK = 5,   /* actor removed target */
+    FB_EV_RENAME = 6, /* actor renamed the room to text */
+};
+
+enum { FB_ROLE_MEMBER = 0, FB_ROLE_OWNER = 1 };
+
+typedef struct {
+    int64_t id;
+    char *name;
+    char *pwhash; /* argon2id string from crypto_pwhash_str */
+    int64_t created_ms;
+} fb_user_t;
+
+typedef struct {
+    int64_t id;
+    int64_t user_id;
+    char *name;
+    int64_t created_ms;
+    int64_t expires_ms;
+    bool revoked;
+} fb_device_t;
+
+typedef struct {
+    int64_t id;
+    int kind; /* FB_ROOM_* */
+    char *name;
+    int64_t owner_id; /* 0 when nobody is left */
+    int64_t last_seq;
+    int64_t created_ms;
+} fb_room_t;
+
+typedef struct {
+    int64_t room_id;
+    int64_t user_id;
+    char *user_name;
+    int role;           /* FB_ROLE_* */
+    int64_t joined_seq; /* first seq this member may see (its join or create event) */
+    int64_t left_seq;   /* 0 while a member; else the seq of its leave/kick event */
+    int64_t read_seq;   /* highest seq marked read by any of the user's devices */
+} fb_member_t;
+
+typedef struct {
+    int64_t room_id;
+    int64_t seq;
+    int64_t ts_ms;
+    int kind;              /* FB_EV_* */
+    int64_t actor_id;      /* sender, or who did it */
+    int64_t actor_device;  /* text: the sending device; else 0 */
+    int64_t target_id;     /* join / kick: whom; else 0 */
+    char *cmid;            /* text: client message id; else NULL */
+    char *text;            /* text: body; create / rename: room name; else NULL */
+    char *actor_name;      /* filled by reads; NULL from writes */
+    char *target_name;     /* filled by reads when target_id != 0 */
+} fb_event_t;
+
+typedef struct {
+    fb_room_t room;
+    fb_member_t me;
+    int64_t unread;      /* my unread count: text events by others after me.read_seq */
+    int member_count;    /* current members */
+    bool has_last;
+    fb_event_t last;     /* the room's last text event that I may see */
+} fb_room_summary_t;
+
+/* ---- lifetime ---- */
+int fb_store_open(const fb_store_config_t *cfg, fb_store_t **out); /* creates + migrates */
+int fb_store_open_reader(const fb_store_config_t *cfg, fb_store_t **out);
+void fb_store_close(fb_store_t *s);
+int fb_store_schema_version(fb_store_t *s, int *version);
+
+/* ---- transactions ----
+ * begin/commit/rollback; savepoints nest inside a transaction so that the
+ * writer can undo one request of a group commit and keep the others. */
+int fb_store_begin(fb_store_t *s);
+int fb_store_commit(fb_store_t *s);
+int fb_store_rollback(fb_store_t *s);
+int fb_store_savepoint(fb_store_t *s);
+int fb_store_release(fb_store_t *s);
+int fb_store_rollback_to(fb_store_t *s);
+
+/* ---- accounts ---- */
+int fb_store_user_create(fb_store_t *s, const char *name, const char *pwhash, int64_t now_ms,
+                         int64_t *user_id); /* FB_ENAMETAKEN */
+int fb_store_user_by_name(fb_store_t *s, const char *name, fb_user_t *out); /* FB_ENOTFOUND */
+int fb_store_user_by_id(fb_store_t *s, int64_t id, fb_user_t *out);        /* FB_ENOTFOUND */
+int fb_store_device_create(fb_store_t *s, int64_t user_id, const char *name,
+                           const uint8_t token_hash[32], int64_t now_ms, int64_t expires_ms,
+                           int64_t *device_id);
+int fb_store_device_by_token(fb_store_t *s, const uint8_t token_hash[32],
+                             fb_device_t *out); /* FB_ENOTFOUND */
+int fb_store_device_revoke(fb_store_t *s, int64_t user_id,
+                           int64_t device_id); /* FB_ENOTFOUND unless the user's live device */
+int fb_store_devices_list(fb_store_t *s, int64_t user_id, fb_device_t **out, size_t *n);
+
+/* ---- rooms ---- */
+int fb_store_room_create(fb_store_t *s, int kind, const char *name, int64_t owner_id,
+                         const char *direct_key, int64_t now_ms, int64_t *room_id);
+int fb_store_room_by_direct_key(fb_store_t *s, const char *key, int64_t *room_id); /* FB_ENOTFOUND */
+int fb_store_room_get(fb_store_t *s, int64_t room_id, fb_room_t *out);             /* FB_ENOTFOUND */
+int fb_store_room_set_name(fb_store_t *s, int64_t room_id, const char *name);
+int fb_store_room_set_owner(fb_store_t *s, int64_t room_id, int64_t owner_id);
+
+/* ---- events ---- */
+/* Assigns ev->seq (last_seq + 1) and stores ev. ev->ts_ms is set by the caller. */
+int fb_store_event_append(fb_store_t *s, fb_event_t *ev);
+/* The text event that device sent with cmid, or FB_ENOTFOUND. */
+int fb_store_event_by_cmid(fb_store_t *s, int64_t device_id, const char *cmid, fb_event_t *out);
+/* Events with after < seq <= upto (upto 0: no upper bound), ascending, at most limit. */
+int fb_store_events_after(fb_store_t *s, int64_t room_id, int64_t after, int64_t upto,
+                          int limit, fb_event_t **out, size_t *n);
+/* Events with floor <= seq < before, the newest `limit` of them, returned ascending. */
+int fb_store_events_before(fb_store_t *s, int64_t room_id, int64_t before, int64_t floor,
+                           int limit, fb_event_t **out, size_t *n);
+
+/* ---- members ---- */
+/* Adds user, or re-adds a former member: joined_seq = joined, left_seq = 0,
+ * read_seq = max(old read_seq, joined - 1). */
+int fb_store_member_add(fb_store_t *s, int64_t room_id, int64_t user_id, int role, int64_t joined);
+int fb_store_member_remove(fb_store_t *s, int64_t room_id, int64_t user_id, int64_t left_seq);
+int fb_store_member_set_role(fb_store_t *s, int64_t room_id, int64_t user_id, int role);
+/* Any membership row, current or former; FB_ENOTFOUND if never a member. */
+int fb_store_member_get(fb_store_t *s, int64_t room_id, int64_t user_id, fb_member_t *out);
+/* Current members (left_seq = 0) ordered by joined_seq then user id, names filled. */
+int fb_store_members_list(fb_store_t *s, int64_t room_id, fb_member_t **out, size_t *n);
+/* read_seq = max(read_seq, seq); *advanced tells whether it moved. */
+int fb_store_read_marker_set(fb_store_t *s, int64_t room_id, int64_t user_id, int64_t seq,
+                             bool *advanced);
+/* Every room where user is a current member, most recently active first. */
+int fb_store_rooms_for_user(fb_store_t *s, int64_t user_id, fb_room_summary_t **out, size_t *n);
+
+/* ---- freeing what reads return ---- */
+void fb_user_clear(fb_user_t *u);
+void fb_device_clear(fb_device_t *d);
+void fb_room_clear(fb_room_t *r);
+void fb_member_clear(fb_member_t *m);
+void fb_event_clear(fb_event_t *e);
+void fb_events_free(fb_event_t *evs, size_t n);
+void fb_members_free(fb_member_t *ms, size_t n);
+void fb_devices_free(fb_device_t *ds, size_t n);
+void fb_room_summaries_free(fb_room_summary_t *rs, size_t n);
+
+#endif

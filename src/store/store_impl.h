@@ -1,0 +1,73 @@
+/* The seam between the backend-neutral store (store.c) and its backends: one
+ * table of operations per backend, picked once at open. Only files under
+ * src/store/ may include this; nothing above the store may learn a backend.
+ * SPDX-License-Identifier: MIT */
+#ifndef FB_STORE_IMPL_H
+#define FB_STORE_IMPL_H
+
+#include "store/store.h"
+
+typedef struct fb_store_ops fb_store_ops_t;
+
+/* Every backend's handle starts with this member, so that store.c can
+ * dispatch on a handle without knowing the backend's own type. */
+struct fb_store {
+    const fb_store_ops_t *ops;
+};
+
+/* One entry per fb_store_* function of store.h, with the same contract.
+ * store.c has already checked the arguments it can check without a backend
+ * (non-NULL outputs, non-negative limits). */
+struct fb_store_ops {
+    const char *kind; /* matched against fb_store_config_t.kind */
+
+    /* reader: a read-only connection (no migrations). Sets (*out)->ops. */
+    int (*open)(const fb_store_config_t *cfg, bool reader, fb_store_t **out);
+    void (*close)(fb_store_t *s);
+    int (*schema_version)(fb_store_t *s, int *version);
+
+    int (*begin)(fb_store_t *s);
+    int (*commit)(fb_store_t *s);
+    int (*rollback)(fb_store_t *s);
+    int (*savepoint)(fb_store_t *s);
+    int (*release)(fb_store_t *s);
+    int (*rollback_to)(fb_store_t *s);
+
+    int (*user_create)(fb_store_t *s, const char *name, const char *pwhash, int64_t now_ms,
+                       int64_t *user_id);
+    int (*user_by_name)(fb_store_t *s, const char *name, fb_user_t *out);
+    int (*user_by_id)(fb_store_t *s, int64_t id, fb_user_t *out);
+    int (*device_create)(fb_store_t *s, int64_t user_id, const char *name,
+                         const uint8_t token_hash[32], int64_t now_ms, int64_t expires_ms,
+                         int64_t *device_id);
+    int (*device_by_token)(fb_store_t *s, const uint8_t token_hash[32], fb_device_t *out);
+    int (*device_revoke)(fb_store_t *s, int64_t user_id, int64_t device_id);
+    int (*devices_list)(fb_store_t *s, int64_t user_id, fb_device_t **out, size_t *n);
+
+    int (*room_create)(fb_store_t *s, int kind, const char *name, int64_t owner_id,
+                       const char *direct_key, int64_t now_ms, int64_t *room_id);
+    int (*room_by_direct_key)(fb_store_t *s, const char *key, int64_t *room_id);
+    int (*room_get)(fb_store_t *s, int64_t room_id, fb_room_t *out);
+    int (*room_set_name)(fb_store_t *s, int64_t room_id, const char *name);
+    int (*room_set_owner)(fb_store_t *s, int64_t room_id, int64_t owner_id);
+
+    int (*event_append)(fb_store_t *s, fb_event_t *ev);
+    int (*event_by_cmid)(fb_store_t *s, int64_t device_id, const char *cmid, fb_event_t *out);
+    int (*events_after)(fb_store_t *s, int64_t room_id, int64_t after, int64_t upto, int limit,
+                        fb_event_t **out, size_t *n);
+    int (*events_before)(fb_store_t *s, int64_t room_id, int64_t before, int64_t floor, int limit,
+                         fb_event_t **out, size_t *n);
+
+    int (*member_add)(fb_store_t *s, int64_t room_id, int64_t user_id, int role, int64_t joined);
+    int (*member_remove)(fb_store_t *s, int64_t room_id, int64_t user_id, int64_t left_seq);
+    int (*member_set_role)(fb_store_t *s, int64_t room_id, int64_t user_id, int role);
+    int (*member_get)(fb_store_t *s, int64_t room_id, int64_t user_id, fb_member_t *out);
+    int (*members_list)(fb_store_t *s, int64_t room_id, fb_member_t **out, size_t *n);
+    int (*read_marker_set)(fb_store_t *s, int64_t room_id, int64_t user_id, int64_t seq,
+                           bool *advanced);
+    int (*rooms_for_user)(fb_store_t *s, int64_t user_id, fb_room_summary_t **out, size_t *n);
+};
+
+extern const fb_store_ops_t fb_store_sqlite_ops;
+
+#endif
