@@ -43,15 +43,15 @@ $(BUILD)/libfirebreak.a: $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/firebreak: $(MAIN_OBJ) $(BUILD)/libfirebreak.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o %.a,$^) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(TEST_COMMON_OBJ) $(BUILD)/libfirebreak.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests -o $@ $(filter %.c %.o %.a,$^) $(LDFLAGS) $(LDLIBS) -lcmocka
 
 $(BUILD)/tests/%: tests/integration/%.c $(TEST_COMMON_OBJ) $(BUILD)/libfirebreak.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests -o $@ $(filter %.c %.o %.a,$^) $(LDFLAGS) $(LDLIBS) -lcmocka
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -599,7 +599,7 @@ static void run_batch(fb_writer_t *w, size_t n)
         atomic_fetch_add(&w->stats.commit_failures, 1);
     } else {
         uint64_t events = 0;
-        for (size_t i = 0; i < n; i++) events += w->batch[i]->op == FB_W_SEND && !w->batch[i]->err;
+        for (size_t i = 0; i < n; i++) events += w->batch[i]->op == FB_W_SEND && !w->batch[i]->err && !w->batch[i]->r_duplicate;
         atomic_fetch_add(&w->stats.commits, 1);
         atomic_fetch_add(&w->stats.events, events);
     }

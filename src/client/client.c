@@ -273,6 +273,7 @@ static void attempt(fb_client_t *c)
     int err;
     c->hs = HS_NONE;
     c->deadline_ms = now_ms(c) + c->connect_timeout_ms;
+    c->last_rx_ms = c->last_ping_ms = now_ms(c); /* silence is counted from here */
     set_state(c, FB_CLIENT_CONNECTING, 0);
     if (c->closing || c->state != FB_CLIENT_CONNECTING) return;
     c->conn = fb_conn_start(c, cur_addr(c), &err);
@@ -779,7 +780,9 @@ static void on_tick(uv_timer_t *t)
         drop_and_retry(c, FB_EUNAVAIL);
         return;
     }
-    if (c->conn && c->keepalive_ms > 0) {
+    /* Keepalive only watches an established connection; the handshake
+     * has its own deadline above. */
+    if (c->conn && c->hs == HS_DONE && c->keepalive_ms > 0) {
         int64_t idle = now - c->last_rx_ms;
         if (idle > 2 * (int64_t)c->keepalive_ms) {
             FB_INFO("client", "%s: silent for %lld ms", cur_addr(c), (long long)idle);

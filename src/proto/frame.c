@@ -24,7 +24,8 @@ int fb_req_parse(fb_req_t *req, const char *data, size_t len)
 {
     memset(req, 0, sizeof *req);
     json_error_t jerr;
-    req->obj = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* NUL is let through here so that fb_req_str can name the field it is in. */
+    req->obj = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!req->obj) {
         bool utf8 = json_error_code(&jerr) == json_error_invalid_utf8;
         snprintf(req->msg, sizeof req->msg, "%s", utf8 ? "frame is not valid UTF-8" : jerr.text);
@@ -42,7 +43,7 @@ int fb_req_parse(fb_req_t *req, const char *data, size_t len)
     }
     req->id = id;
     json_t *op = json_object_get(req->obj, "op");
-    if (!json_is_string(op)) {
+    if (!json_is_string(op) || strlen(json_string_value(op)) != json_string_length(op)) {
         snprintf(req->msg, sizeof req->msg, "\"op\" must be a string");
         return FB_EBADREQ;
     }
@@ -94,7 +95,7 @@ int fb_req_str(fb_req_t *req, const char *key, bool required, size_t min_bytes,
     if (n < min_bytes || n > max_bytes) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must be %zu to %zu bytes", key, min_bytes,
                  max_bytes);
-        return n > max_bytes && max_bytes > FB_ROOM_NAME_MAX ? FB_ETOOBIG : FB_EINVAL;
+        return FB_EINVAL; /* callers turn it into too_large where that is documented */
     }
     if (strlen(json_string_value(v)) != n) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must not contain NUL", key);
@@ -121,7 +122,8 @@ int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, cons
     const char **names = fb_calloc(count ? count : 1, sizeof *names);
     for (size_t i = 0; i < count; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_string(e) || !fb_valid_user_name(json_string_value(e))) {
+        if (!json_is_string(e) || strlen(json_string_value(e)) != json_string_length(e) ||
+            !fb_valid_user_name(json_string_value(e))) {
             fb_free(names);
             snprintf(req->msg, sizeof req->msg, "\"%s\"[%zu] is not a valid user name", key, i);
             return FB_EINVAL;

@@ -105,11 +105,11 @@ int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err,
                 snprintf(err, errlen, "%s must be 1 to %lld characters", key, (long long)k->max - 1);
                 return FB_EINVAL;
             }
-            snprintf((char *)c + k->off, (size_t)k->max, "%s", value);
             if (k->off == OFF(store) && strcmp(value, "sqlite") != 0) {
                 snprintf(err, errlen, "store must be sqlite");
                 return FB_EINVAL;
             }
+            snprintf((char *)c + k->off, (size_t)k->max, "%s", value);
             return 0;
         case K_LISTEN: {
             const char *colon = strrchr(value, ':');
@@ -129,13 +129,15 @@ int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err,
             }
             c->registration_open = strcmp(value, "open") == 0;
             return 0;
-        case K_LOG:
-            if ((c->log_level = fb_log_level_parse(value)) < 0) {
+        case K_LOG: {
+            int level = fb_log_level_parse(value);
+            if (level < 0 || level == FB_LOG_OFF) {
                 snprintf(err, errlen, "log_level must be debug, info, warn or error");
-                c->log_level = FB_LOG_INFO;
                 return FB_EINVAL;
             }
+            c->log_level = level;
             return 0;
+        }
         }
     }
     snprintf(err, errlen, "unknown configuration key '%s'", key);

@@ -71,9 +71,20 @@ reply:
     fb_req_free(&req);
 }
 
-void fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http)
+fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http)
 {
     fb_pending_t *p = fb_calloc(1, sizeof *p);
+    if (c->loop->stopped_reading) {
+        /* Shutting down: the writer may be gone. Retryable: nothing stored. */
+        r->err = FB_EUNAVAIL;
+        snprintf(r->err_msg, sizeof r->err_msg, "the node is shutting down, retry");
+        p->id = id;
+        p->http = http;
+        if (c->state != CONN_CLOSED) done(c, p, r);
+        fb_wreq_free(r);
+        fb_free(p);
+        return NULL;
+    }
     p->conn = c;
     p->id = json_incref(id);
     p->done = done;
@@ -88,6 +99,7 @@ void fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool
         snprintf(r->user_name, sizeof r->user_name, "%s", c->user_name);
     }
     fb_writer_submit(c->loop->srv->writer, r);
+    return p; /* the reply can only come later, on this loop */
 }
 
 bool fb_ops_failed(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)

@@ -42,7 +42,7 @@ int fb_op_hello(fb_conn_t *c, fb_req_t *req)
         return FB_ESTATE;
     }
     int rc = fb_req_int(req, "protocol", true, 0, INT32_MAX, &version);
-    if (!rc) rc = fb_req_str(req, "token", false, 0, 128, &token, NULL);
+    if (!rc) rc = fb_req_str(req, "token", false, 0, SIZE_MAX, &token, NULL);
     if (rc) return rc;
     if (version != FB_PROTOCOL_VERSION) {
         fb_conn_reply_error(c, req->id, FB_EVERSION, "this server speaks protocol 1");
@@ -62,7 +62,7 @@ int fb_op_auth(fb_conn_t *c, fb_req_t *req)
 {
     const char *token;
     json_t *fields;
-    int rc = fb_req_str(req, "token", true, 0, 128, &token, NULL);
+    int rc = fb_req_str(req, "token", true, 0, SIZE_MAX, &token, NULL);
     if (!rc) rc = auth_token(c, token, &fields);
     if (!rc) fb_conn_reply(c, req->id, fields);
     return rc;
@@ -174,9 +174,8 @@ static void job_after(uv_work_t *w, int status)
         r->user_id = j->user_id;
         snprintf(r->user_name, sizeof r->user_name, "%s", j->name);
     }
-    fb_ops_submit(c, j->id, r, done_logged_in, j->http);
-    fb_pending_t *p = r->ctx; /* the writer has not replied: it only replies via this loop */
-    snprintf(p->token, sizeof p->token, "%s", token);
+    fb_pending_t *p = fb_ops_submit(c, j->id, r, done_logged_in, j->http);
+    if (p) snprintf(p->token, sizeof p->token, "%s", token);
     sodium_memzero(token, sizeof token);
 cleanup:
     job_free(j);

@@ -27,8 +27,8 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req)
     }
     if (!rc) {
         rc = fb_req_str(req, "text", true, 1, (size_t)c->loop->srv->cfg.max_text_bytes, &text, &len);
-        if (rc == FB_EINVAL && json_string_length(json_object_get(req->obj, "text")) > 0)
-            rc = FB_ETOOBIG;
+        size_t n = json_string_length(json_object_get(req->obj, "text"));
+        if (rc == FB_EINVAL && n > (size_t)c->loop->srv->cfg.max_text_bytes) rc = FB_ETOOBIG;
     }
     if (rc) return rc;
     fb_wreq_t *r = fb_wreq_new(FB_W_SEND);

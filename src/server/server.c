@@ -93,26 +93,41 @@ static void close_handle(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
+/* Shutdown, step 1 on each loop: no new connections, no new requests; then
+ * tell the main thread, which only then stops the writer (so that nothing
+ * can be submitted to a writer that is gone). */
+static void stop_reading(fb_loop_t *l)
+{
+    l->stopped_reading = true;
+    if (!uv_is_closing((uv_handle_t *)&l->listener)) uv_close((uv_handle_t *)&l->listener, NULL);
+    for (fb_conn_t *c = l->all; c; c = c->all_next)
+        if (c->state != CONN_CLOSED) uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_sem_post(&l->srv->quiet);
+}
+
+static void on_finish_tick(uv_timer_t *t)
+{
+    fb_loop_t *l = t->data;
+    if (!l->all || uv_now(&l->loop) >= l->finish_deadline) uv_stop(&l->loop);
+}
+
+/* Step 2, after the writer committed everything: deliver those acks, say
+ * goodbye (1000) once each connection's output is written, and stop the
+ * loop when all are closed or after a bounded wait. */
 static void on_stop(uv_async_t *a)
 {
     fb_loop_t *l = a->data;
-    int phase = atomic_load(&l->srv->phase);
-    if (phase == 1) {
-        /* Draining: no new connections; say goodbye to the open ones. */
-        if (!uv_is_closing((uv_handle_t *)&l->listener)) uv_close((uv_handle_t *)&l->listener, NULL);
-        for (fb_conn_t *c = l->all, *next; c; c = next) {
-            next = c->all_next;
-            fb_conn_ws_close(c, 1000, "server shutting down");
-        }
-        fb_conn_flush_all(l);
-    } else {
-        for (fb_conn_t *c = l->all, *next; c; c = next) {
-            next = c->all_next;
-            fb_conn_close(c);
-        }
-        drain_inbox(l);
-        uv_walk(&l->loop, close_handle, NULL);
+    if (!l->stopped_reading) stop_reading(l);
+    if (atomic_load(&l->srv->phase) < 2 || l->finishing) return;
+    l->finishing = true;
+    drain_inbox(l);
+    for (fb_conn_t *c = l->all, *next; c; c = next) {
+        next = c->all_next;
+        fb_conn_ws_close(c, 1000, "server shutting down");
     }
+    fb_conn_flush_all(l);
+    l->finish_deadline = uv_now(&l->loop) + 2000;
+    uv_timer_start(&l->finish_timer, on_finish_tick, 0, 10);
 }
 
 static void loop_main(void *arg)
@@ -162,6 +177,8 @@ static int loop_init(fb_server_t *s, int index, fb_loop_t **out)
     uv_check_init(&l->loop, &l->flush_check);
     uv_check_start(&l->flush_check, on_check);
     uv_timer_init(&l->loop, &l->sweep_timer);
+    uv_timer_init(&l->loop, &l->finish_timer);
+    l->finish_timer.data = l;
     uint64_t sweep = (uint64_t)FB_MAX(100, s->cfg.handshake_timeout_ms / 4);
     uv_timer_start(&l->sweep_timer, on_sweep, sweep, sweep);
     uv_unref((uv_handle_t *)&l->sweep_timer);
@@ -181,9 +198,20 @@ fail:
     return rc;
 }
 
+/* Frees a loop whose thread has ended: closes what is still open, drops the
+ * references held by the dirty list, and runs the loop until every close
+ * callback and thread pool job has finished. */
 static void loop_free(fb_loop_t *l)
 {
+    for (fb_conn_t *c = l->all, *next; c; c = next) {
+        next = c->all_next;
+        fb_conn_close(c);
+    }
+    fb_conn_flush_all(l);
     uv_walk(&l->loop, close_handle, NULL);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+    drain_inbox(l);
+    fb_conn_flush_all(l);
     uv_run(&l->loop, UV_RUN_DEFAULT);
     uv_loop_close(&l->loop);
     if (l->reader) fb_store_close(l->reader);
@@ -277,17 +305,15 @@ static void shutdown_node(fb_server_t *s)
 {
     atomic_store(&s->phase, 1);
     for (int i = 0; i < s->n_loops; i++) uv_async_send(&s->loops[i]->stop_async);
-    /* Commit what is queued; loops still take the results. */
-    if (s->writer) fb_writer_stop(s->writer);
+    for (int i = 0; i < s->n_loops; i++) uv_sem_wait(&s->quiet);
+    /* No loop submits any more: commit what is queued; the loops get the batches. */
+    fb_writer_stop(s->writer);
     atomic_store(&s->phase, 2);
     for (int i = 0; i < s->n_loops; i++) {
         uv_async_send(&s->loops[i]->stop_async);
         uv_thread_join(&s->loops[i]->thread);
     }
-    for (int i = 0; i < s->n_loops; i++) {
-        drain_inbox(s->loops[i]);
-        loop_free(s->loops[i]);
-    }
+    for (int i = 0; i < s->n_loops; i++) loop_free(s->loops[i]);
 }
 
 int fb_server_main(int argc, char **argv)
@@ -321,6 +347,7 @@ int fb_server_main(int argc, char **argv)
     s->loops = fb_calloc((size_t)s->n_loops, sizeof *s->loops);
     s->started_ms = fb_now_ms();
     s->writer_enc = fb_ws_enc_new();
+    uv_sem_init(&s->quiet, 0);
     for (int i = 0; i < s->n_loops; i++)
         if (loop_init(s, i, &s->loops[i])) goto out;
     fb_wsink_t *sinks = fb_calloc((size_t)s->n_loops, sizeof *sinks);
@@ -369,6 +396,7 @@ out:
         if (s->loops[i]) loop_free(s->loops[i]);
     fb_free(s->loops);
     fb_ws_enc_free(s->writer_enc);
+    if (s->writer_enc) uv_sem_destroy(&s->quiet);
     if (s->wstore) fb_store_close(s->wstore);
     fb_free(s);
     return rc;

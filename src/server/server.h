@@ -40,6 +40,9 @@ struct fb_loop {
     uv_async_t stop_async;
     uv_check_t flush_check; /* writes what this iteration queued, one write per connection */
     uv_timer_t sweep_timer; /* closes connections stuck in the handshake */
+    uv_timer_t finish_timer; /* shutdown: waits for goodbyes to be written */
+    uint64_t finish_deadline;
+    bool stopped_reading, finishing;
     fb_store_t *reader;
     fb_ws_enc_t *enc;
     fb_map_t users;      /* user id -> first authenticated connection (list) */
@@ -62,7 +65,8 @@ struct fb_server {
     int n_loops;
     int port; /* bound port */
     int64_t started_ms;
-    atomic_int phase; /* 0 running, 1 draining, 2 quitting */
+    atomic_int phase; /* 0 running, 1 no new requests, 2 writer stopped: finish */
+    uv_sem_t quiet;   /* posted by each loop once it stopped reading */
 };
 
 enum { CONN_HTTP, CONN_WS, CONN_CLOSED };
@@ -148,8 +152,9 @@ struct fb_pending {
     char token[72];
 };
 
-/* Fills the caller fields of r and submits it with a pending reply. */
-void fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http);
+/* Fills the caller fields of r and submits it with a pending reply; NULL
+ * when the node is shutting down (then r was answered and freed). */
+fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http);
 void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b);
 /* Account ops callable from HTTP too: body parsed as a request. */
 int fb_ops_login(fb_conn_t *c, fb_req_t *req, bool http);

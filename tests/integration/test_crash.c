@@ -376,7 +376,7 @@ static void make_users_and_rooms(crash_t *t)
         sender_t *s = &t->s[i];
         s->t = t;
         s->idx = i;
-        snprintf(s->name, sizeof s->name, "sender%d", i);
+        snprintf(s->name, sizeof s->name, "sender%d", i % 1000);
         fb_client_opts_t o = {.servers = t->node.addr, .ud = s};
         assert_int_equal(fb_client_new(&t->loop, &o, &s->c), 0);
         assert_int_equal(fb_client_connect_sync(s->c, IO_MS), 0);
