@@ -7,6 +7,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -155,6 +157,42 @@ static int listen_socket(const char *host, int port, int *fd_out, int *bound_por
     socklen_t len = sizeof a;
     getsockname(fd, (struct sockaddr *)&a, &len);
     *bound_port = ntohs(a.sin_port);
+    *fd_out = fd;
+    return 0;
+}
+
+/* SO_REUSEPORT would let a second node (any process of this user) join our
+ * port and silently take half the connections: first make sure that nobody
+ * holds the port, with a probe bound without it. */
+static int port_free(const char *host, int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (port == 0) return 0; /* the kernel picks a free one */
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        FB_ERROR("server", "listen address %s is not an IPv4 address", host);
+        return FB_EINVAL;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return FB_EIO;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : FB_EIO;
+    if (rc) FB_ERROR("server", "cannot listen on %s:%d: %s", host, port, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+/* One node per data dir: a second one would corrupt nothing (SQLite locks)
+ * but would split clients between two writers with separate caches. */
+static int lock_data_dir(const char *dir, int *fd_out)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        FB_ERROR("server", "data_dir %s is in use by another node (%s)", dir, strerror(errno));
+        if (fd >= 0) close(fd);
+        return FB_ESTATE;
+    }
     *fd_out = fd;
     return 0;
 }
@@ -321,7 +359,7 @@ int fb_server_main(int argc, char **argv)
     fb_server_t *s = fb_calloc(1, sizeof *s);
     bool print = false;
     const char *ready = NULL;
-    int rc = 1, started = 0;
+    int rc = 1, started = 0, lock_fd = -1;
     fb_config_defaults(&s->cfg);
     if (parse_args(&s->cfg, argc, argv, &print, &ready)) goto out;
     if (print) {
@@ -336,6 +374,8 @@ int fb_server_main(int argc, char **argv)
         FB_ERROR("server", "cannot create data_dir %s: %s", s->cfg.data_dir, strerror(errno));
         goto out;
     }
+    if (lock_data_dir(s->cfg.data_dir, &lock_fd) || port_free(s->cfg.listen_host, s->cfg.listen_port))
+        goto out;
     fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
     s->store_cfg.kind = s->cfg.store;
     s->store_cfg.path = s->db_path;
@@ -398,6 +438,7 @@ out:
     fb_ws_enc_free(s->writer_enc);
     if (s->writer_enc) uv_sem_destroy(&s->quiet);
     if (s->wstore) fb_store_close(s->wstore);
+    if (lock_fd >= 0) close(lock_fd); /* releases the data dir */
     fb_free(s);
     return rc;
 }

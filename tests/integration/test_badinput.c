@@ -1541,6 +1541,25 @@ static void test_garbage_frames(void **state)
     finish(fx);
 }
 
+/* A second node on the same data dir, or on a port already served, must
+ * refuse to start rather than share clients with the first. */
+static void test_second_node_refused(void **state)
+{
+    fb_test_node_t a = {0}, b = {0};
+    assert_int_equal(fb_test_node_start(&a), 0);
+    b = a; /* same dir, same address */
+    b.pid = 0;
+    assert_int_not_equal(fb_test_node_restart(&b), 0);
+    fb_test_node_t c = {0};
+    assert_int_equal(fb_test_tmpdir(c.dir, sizeof c.dir, "second"), 0);
+    snprintf(c.addr, sizeof c.addr, "%s", a.addr); /* another dir, the same port */
+    assert_int_not_equal(fb_test_node_restart(&c), 0);
+    fb_test_node_cleanup(&c);
+    assert_int_equal(kill(a.pid, 0), 0); /* the first one still runs */
+    assert_int_equal(fb_test_node_stop(&a, SIGTERM), 0);
+    fb_test_node_cleanup(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1559,6 +1578,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_consumer, setup_slow, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout, setup_hs, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_frames, setup, teardown),
+        cmocka_unit_test(test_second_node_refused),
     };
     if (getenv("FB_TEST_FILTER")) cmocka_set_test_filter(getenv("FB_TEST_FILTER"));
     return cmocka_run_group_tests_name("badinput", tests, NULL, NULL);
