@@ -35,6 +35,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test check clean format
+.SECONDARY:
 
 all: $(BUILD)/firebreak $(UNIT_BIN) $(INTEG_BIN)
 

@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "client/client.h"
+#include "common/itest.h"
 #include "common/node.h"
 
 #define PASSWORD "correct horse"
@@ -463,15 +464,7 @@ static fb_client_t *new_user(fx_t *fx, const char *name)
 
 static json_t *call(fb_client_t *c, json_t *req)
 {
-    json_t *reply = NULL;
-    int rc = fb_client_call_sync(c, req, &reply, IO_MS);
-    if (rc) {
-        char *d = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-        print_error("library call failed: %s %s\n", fb_client_strerror(rc), d ? d : "");
-        free(d);
-    }
-    assert_int_equal(rc, 0);
-    return reply;
+    return fb_itest_call(c, req, IO_MS);
 }
 
 /* Only the node: what can fail an assertion happens in the test, so that
@@ -613,27 +606,8 @@ static void good_chat(fx_t *fx, int n)
 /* Every event of a room through `history`, oldest first (bounded pages). */
 static json_t *all_history(fb_client_t *c, int64_t room)
 {
-    json_t *all = json_array();
-    int64_t before = 0;
-    for (int page = 0; page < 10000; page++) {
-        /* 40 events of ~1.2 KB stay under the slow-consumer test's 64 KiB output bound */
-        json_t *req =
-            json_pack("{s:s,s:I,s:i}", "op", "history", "room", (json_int_t)room, "limit", 40);
-        if (before) json_object_set_new(req, "before", json_integer(before));
-        json_t *reply = call(c, req);
-        json_t *evs = json_object_get(reply, "events");
-        json_t *merged = json_array();
-        json_array_extend(merged, evs);
-        json_array_extend(merged, all);
-        json_decref(all);
-        all = merged;
-        bool more = json_is_true(json_object_get(reply, "more"));
-        size_t n = json_array_size(evs);
-        if (n) before = json_integer_value(json_object_get(json_array_get(evs, 0), "seq"));
-        json_decref(reply);
-        if (!more || !n) break;
-    }
-    return all;
+    /* 40 events of ~1.2 KB stay under the slow-consumer test's 64 KiB output bound */
+    return fb_itest_history_all(c, room, 40, IO_MS);
 }
 
 /* The good room holds exactly what alice sent, nothing more. */

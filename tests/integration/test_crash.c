@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "client/client.h"
+#include "common/itest.h"
 #include "common/node.h"
 
 #define PASSWORD "crash test password"
@@ -186,36 +187,13 @@ static fb_client_t *fresh_client(crash_t *t, uv_loop_t *loop, const char *user, 
 
 static json_t *call(fb_client_t *c, json_t *req)
 {
-    json_t *reply = NULL;
-    int rc = fb_client_call_sync(c, req, &reply, IO_MS);
-    if (rc) fprintf(stderr, "request failed: %s\n", fb_client_strerror(rc));
-    assert_int_equal(rc, 0);
-    return reply;
+    return fb_itest_call(c, req, IO_MS);
 }
 
 /* Every event of a room, oldest first, through history pages. */
 static json_t *all_history(fb_client_t *c, int64_t room)
 {
-    json_t *all = json_array();
-    int64_t before = 0;
-    for (int page = 0; page < 10000; page++) {
-        json_t *req =
-            json_pack("{s:s,s:I,s:i}", "op", "history", "room", (json_int_t)room, "limit", 200);
-        if (before) json_object_set_new(req, "before", json_integer(before));
-        json_t *reply = call(c, req);
-        json_t *evs = json_object_get(reply, "events");
-        json_t *merged = json_array();
-        json_array_extend(merged, evs);
-        json_array_extend(merged, all);
-        json_decref(all);
-        all = merged;
-        bool more = json_is_true(json_object_get(reply, "more"));
-        size_t n = json_array_size(evs);
-        if (n) before = json_integer_value(json_object_get(json_array_get(evs, 0), "seq"));
-        json_decref(reply);
-        if (!more || !n) break;
-    }
-    return all;
+    return fb_itest_history_all(c, room, 200, IO_MS);
 }
 
 typedef struct {
