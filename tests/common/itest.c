@@ -10,17 +10,23 @@
 
 #include <cmocka.h>
 
+/* Compact JSON of j into buf (cut to fit); "" for NULL. Allocates nothing,
+ * whichever allocator jansson was given. */
+static const char *dump(json_t *j, char *buf, size_t n)
+{
+    size_t len = j ? json_dumpb(j, buf, n - 1, JSON_COMPACT) : 0;
+    buf[FB_MIN(len, n - 1)] = 0;
+    return buf;
+}
+
 json_t *fb_itest_call(fb_client_t *c, json_t *req, int timeout_ms)
 {
-    char *what = json_dumps(req, JSON_COMPACT);
+    char what[512], got[512];
+    dump(req, what, sizeof what);
     json_t *reply = NULL;
     int rc = fb_client_call_sync(c, req, &reply, timeout_ms);
-    if (rc) {
-        char *got = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
-        print_error("request %s failed: %s %s\n", what, fb_client_strerror(rc), got ? got : "");
-        free(got);
-    }
-    free(what);
+    if (rc) print_error("request %s failed: %s %s\n", what, fb_client_strerror(rc),
+                        dump(reply, got, sizeof got));
     assert_int_equal(rc, 0);
     return reply;
 }
