@@ -340,7 +340,8 @@ static void on_state(fb_client_t *c, fb_client_state_t s, const char *addr, int 
         if (t->view == VIEW_ROOM) fb_client_room(c, t->room, on_room_info, t);
         break;
     case FB_CLIENT_DISCONNECTED:
-        snprintf(t->status, sizeof t->status, "lost %s", addr);
+        snprintf(t->status, sizeof t->status, "lost %s, reconnecting... (%zu waiting to be sent)",
+                 addr, fb_client_outbox_count(c));
         break;
     case FB_CLIENT_STOPPED:
         snprintf(t->status, sizeof t->status, "stopped: %s (/quit)", fb_err_message(err));
