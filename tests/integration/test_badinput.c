@@ -641,6 +641,23 @@ static void finish(fx_t *fx)
 
 /* ---- tests ---- */
 
+/* Nothing stored for r's user: it is in no room. */
+static void expect_no_rooms(raw_t *r)
+{
+    json_t *rooms = EXPECT_OK(r, "{\"id\":3,\"op\":\"rooms\"}");
+    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
+    json_decref(rooms);
+}
+
+/* A new group room with only r's user in it; its id. */
+static int64_t new_group(raw_t *r)
+{
+    json_t *g = EXPECT_OK(r, "{\"id\":3,\"op\":\"create_group\",\"name\":\"m\",\"members\":[]}");
+    int64_t room = json_integer_value(json_object_get(json_object_get(g, "room"), "room"));
+    json_decref(g);
+    return room;
+}
+
 static void test_malformed_frames(void **state)
 {
     fx_t *fx = begin(state);
@@ -684,9 +701,7 @@ static void test_malformed_frames(void **state)
     EXPECT_ERR(r, "{\"id\":18,\"op\":\"history\",\"room\":null}", "bad_request");
     /* the connection survives all of it */
     json_decref(EXPECT_OK(r, "{\"id\":19,\"op\":\"ping\"}"));
-    json_t *rooms = EXPECT_OK(r, "{\"id\":20,\"op\":\"rooms\"}");
-    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
-    json_decref(rooms);
+    expect_no_rooms(r);
     raw_close(r);
     finish(fx);
 }
@@ -784,9 +799,7 @@ static void test_oversize_frame(void **state)
     free(big);
     /* nothing of it was stored: mallory is still in no room */
     json_decref(raw_session(r, fx->node.addr, "mallory", false));
-    json_t *rooms = EXPECT_OK(r, "{\"id\":3,\"op\":\"rooms\"}");
-    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
-    json_decref(rooms);
+    expect_no_rooms(r);
     raw_close(r);
     finish(fx);
 }
@@ -796,9 +809,7 @@ static void test_text_limits(void **state)
     fx_t *fx = begin(state);
     raw_t *r = &fx->raw[0];
     json_decref(raw_session(r, fx->node.addr, "mallory", true));
-    json_t *g = EXPECT_OK(r, "{\"id\":3,\"op\":\"create_group\",\"name\":\"m\",\"members\":[]}");
-    int64_t room = json_integer_value(json_object_get(json_object_get(g, "room"), "room"));
-    json_decref(g);
+    int64_t room = new_group(r);
     good_chat(fx, 1);
 
     size_t cap = 3 * 8192 + 256;
@@ -907,9 +918,7 @@ static void test_invalid_utf8_and_binary(void **state)
         if (code != 1007) fail_msg("invalid UTF-8 case %zu: close code %d, expected 1007", i, code);
         raw_close(&bad_conn);
     }
-    json_t *rooms = EXPECT_OK(r, "{\"id\":9,\"op\":\"rooms\"}");
-    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
-    json_decref(rooms);
+    expect_no_rooms(r);
     raw_close(r);
     finish(fx);
 }
@@ -924,9 +933,7 @@ static void test_nul_in_strings(void **state)
                "invalid_argument");
     EXPECT_ERR(r, "{\"id\":2,\"op\":\"create_group\",\"name\":\"a\\u0000b\",\"members\":[]}",
                "invalid_argument");
-    json_t *rooms = EXPECT_OK(r, "{\"id\":3,\"op\":\"rooms\"}");
-    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
-    json_decref(rooms);
+    expect_no_rooms(r);
     raw_close(r);
     finish(fx);
 }
@@ -936,9 +943,7 @@ static void test_membership(void **state)
     fx_t *fx = begin(state);
     raw_t *r = &fx->raw[0];
     json_decref(raw_session(r, fx->node.addr, "mallory", true));
-    json_t *g = EXPECT_OK(r, "{\"id\":3,\"op\":\"create_group\",\"name\":\"m\",\"members\":[]}");
-    int64_t mine = json_integer_value(json_object_get(json_object_get(g, "room"), "room"));
-    json_decref(g);
+    int64_t mine = new_group(r);
     good_chat(fx, 2);
     long long other = (long long)fx->room, none = 987654;
     char q[256];
@@ -1508,9 +1513,7 @@ static void test_garbage_frames(void **state)
                   reopen);
     /* mallory still has nothing stored, and everyone else is fine */
     json_decref(raw_session(r, fx->node.addr, "mallory", false));
-    json_t *rooms = EXPECT_OK(r, "{\"id\":3,\"op\":\"rooms\"}");
-    assert_int_equal(json_array_size(json_object_get(rooms, "rooms")), 0);
-    json_decref(rooms);
+    expect_no_rooms(r);
     raw_close(r);
     finish(fx);
 }
