@@ -65,6 +65,21 @@ void fb_conn_close(fb_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+/* The handshake list doubles as the idle list of plain HTTP connections:
+ * a request in progress is off it, and an answered one goes back to its
+ * tail with a fresh start time. */
+static void hs_relink(fb_conn_t *c)
+{
+    fb_loop_t *l = c->loop;
+    hs_unlink(c);
+    c->accepted_ms = (int64_t)uv_now(&l->loop);
+    c->hs_next = NULL;
+    c->hs_prev = l->hs_tail;
+    if (l->hs_tail) l->hs_tail->hs_next = c; else l->hs_head = c;
+    l->hs_tail = c;
+    c->in_handshake_list = true;
+}
+
 void fb_conn_handshake_done(fb_conn_t *c)
 {
     c->hello = true;
@@ -455,6 +470,7 @@ static void http_pump_inner(fb_conn_t *c)
         }
         fb_buf_consume(&c->in, used);
         c->http_busy = true;
+        hs_unlink(c); /* no idle timeout while the answer is being made */
         atomic_fetch_add(&c->loop->stats.http_requests, 1);
         fb_http_handle(c);
     }
@@ -463,6 +479,7 @@ static void http_pump_inner(fb_conn_t *c)
 void fb_conn_http_resume(fb_conn_t *c)
 {
     c->http_busy = false;
+    if (c->state == CONN_HTTP) hs_relink(c);
     if (!http_should_keep_alive(&c->hp)) c->closing_after_write = true;
     if (!c->closing_after_write) http_pump(c);
 }

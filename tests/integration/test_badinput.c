@@ -1397,6 +1397,33 @@ static void test_slow_consumer(void **state)
 
 /* ---- handshake timeout ---- */
 
+/* HTTP keep-alive: a connection is closed only after handshake_timeout_ms
+ * of idleness, never while it is being used (setup_hs: 500 ms). */
+static void test_http_keepalive_idle(void **state)
+{
+    fx_t *fx = begin(state);
+    int fd = tcp_open(fx->node.addr, 0);
+    assert_true(fd >= 0);
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    char buf[2048];
+    for (int i = 0; i < 4; i++) { /* 4 x 300 ms: longer than the timeout in all */
+        assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+        struct pollfd p = {fd, POLLIN, 0};
+        assert_int_equal(poll(&p, 1, 2000), 1);
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        assert_true(n > 0);
+        buf[n] = 0;
+        assert_non_null(strstr(buf, "200 OK"));
+        usleep(300 * 1000);
+    }
+    /* idle now: closed within about the timeout (sweep granularity: 1/4) */
+    struct pollfd p = {fd, POLLIN, 0};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_int_equal(read(fd, buf, sizeof buf), 0);
+    close(fd);
+    finish(fx);
+}
+
 static void test_handshake_timeout(void **state)
 {
     fx_t *fx = begin(state);
@@ -1554,6 +1581,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_http_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_consumer, setup_slow, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_timeout, setup_hs, teardown),
+        cmocka_unit_test_setup_teardown(test_http_keepalive_idle, setup_hs, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_frames, setup, teardown),
         cmocka_unit_test(test_second_node_refused),
     };
