@@ -18,7 +18,7 @@
  *  - seqs come from the store inside the transaction, so a rolled back
  *    request leaves no gap;
  *  - a retried send (same device, same cmid) is answered from the stored
- *    original and appends nothing;
+ *    original and appends nothing (the store's unique index refuses it);
  *  - the membership cache only changes after the store calls that justify it
  *    succeeded, and is dropped for a room whenever a request on it fails.
  * SPDX-License-Identifier: MIT */
@@ -488,28 +488,42 @@ static int h_rename(fb_writer_t *w, fb_wreq_t *r)
     return rc;
 }
 
-static int h_send(fb_writer_t *w, fb_wreq_t *r)
+/* A retry of a send this device made before: answer with the original. */
+static int answer_retry(fb_writer_t *w, fb_wreq_t *r)
 {
     fb_event_t old = {0};
     int rc = fb_store_event_by_cmid(w->store, r->device_id, r->cmid, &old);
-    if (rc == 0) { /* a retry: answer with the original, store nothing */
-        r->r_room = old.room_id;
-        r->r_seq = old.seq;
-        r->r_ts = old.ts_ms;
-        r->r_duplicate = true;
-        fb_event_clear(&old);
-        return 0;
-    }
-    if (rc != FB_ENOTFOUND) return rc;
+    if (rc) return rc;
+    r->r_room = old.room_id;
+    r->r_seq = old.seq;
+    r->r_ts = old.ts_ms;
+    r->r_duplicate = true;
+    fb_event_clear(&old);
+    return 0;
+}
+
+/* The unique (device, cmid) index is the idempotency check: the append
+ * itself says FB_EEXIST for a retry, so a new message costs no lookup. */
+static int h_send(fb_writer_t *w, fb_wreq_t *r)
+{
     fb_snap_t *snap;
     fb_member_t me = {0};
-    if ((rc = members_of(w, r->room_id, &snap))) return rc;
-    if (!snap_has(snap, r->user_id)) return FB_ENOTMEMBER;
+    int rc = members_of(w, r->room_id, &snap);
+    if (rc) return rc;
+    if (!snap_has(snap, r->user_id)) {
+        /* a retry is answered even after its sender left the room */
+        rc = answer_retry(w, r);
+        return rc == FB_ENOTFOUND ? FB_ENOTMEMBER : rc;
+    }
     if ((rc = fb_store_member_get(w->store, r->room_id, r->user_id, &me))) return rc;
     fb_event_t ev = {.room_id = r->room_id, .kind = FB_EV_TEXT, .actor_id = r->user_id,
                      .actor_device = r->device_id, .cmid = r->cmid, .text = r->text};
     bool advanced;
     rc = append(w, r, &ev);
+    if (rc == FB_EEXIST) {
+        fb_member_clear(&me);
+        return answer_retry(w, r);
+    }
     /* Sending marks the room read up to the new message. */
     if (!rc) rc = fb_store_read_marker_set(w->store, r->room_id, r->user_id, ev.seq, &advanced);
     if (!rc) {
@@ -599,7 +613,10 @@ static void run_batch(fb_writer_t *w, size_t n)
         atomic_fetch_add(&w->stats.commit_failures, 1);
     } else {
         uint64_t events = 0;
-        for (size_t i = 0; i < n; i++) events += w->batch[i]->op == FB_W_SEND && !w->batch[i]->err && !w->batch[i]->r_duplicate;
+        for (size_t i = 0; i < n; i++) {
+            const fb_wreq_t *r = w->batch[i];
+            events += r->op == FB_W_SEND && !r->err && !r->r_duplicate;
+        }
         atomic_fetch_add(&w->stats.commits, 1);
         atomic_fetch_add(&w->stats.events, events);
     }

@@ -40,7 +40,8 @@
     X(EINTERNAL, 19, "internal", "internal error", 1)                                     \
     X(ESTATE, 20, "bad_state", "operation not allowed in this state", 0)                  \
     X(ENOMEM, 21, "internal", "out of memory", 1)                                         \
-    X(EIO, 22, "unavailable", "i/o error", 1)
+    X(EIO, 22, "unavailable", "i/o error", 1)                                             \
+    X(EEXIST, 23, "internal", "already stored", 0) /* store-internal: never reaches a client */
 
 enum {
     FB_OK = 0,

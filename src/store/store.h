@@ -10,8 +10,9 @@
  * Invariants every backend keeps:
  *  - each room's events carry seq 1, 2, 3, ... with no gap: fb_store_event_append
  *    assigns last_seq + 1 and bumps rooms.last_seq in the same transaction;
- *  - (device, cmid) is unique over text events: a retried send is found with
- *    fb_store_event_by_cmid and never appended twice;
+ *  - (device, cmid) is unique over text events: appending a retried send
+ *    stores nothing and returns FB_EEXIST (the transaction goes on); the
+ *    original is then found with fb_store_event_by_cmid;
  *  - nothing is durable before fb_store_commit returns 0 (SQLite: WAL with
  *    synchronous=FULL, so the commit has been fsynced).
  * SPDX-License-Identifier: MIT */
@@ -140,7 +141,8 @@ int fb_store_room_set_name(fb_store_t *s, int64_t room_id, const char *name);
 int fb_store_room_set_owner(fb_store_t *s, int64_t room_id, int64_t owner_id);
 
 /* ---- events ---- */
-/* Assigns ev->seq (last_seq + 1) and stores ev. ev->ts_ms is set by the caller. */
+/* Assigns ev->seq (last_seq + 1) and stores ev. ev->ts_ms is set by the caller.
+ * FB_EEXIST: the device already sent ev->cmid; nothing was stored. */
 int fb_store_event_append(fb_store_t *s, fb_event_t *ev);
 /* The text event that device sent with cmid, or FB_ENOTFOUND. */
 int fb_store_event_by_cmid(fb_store_t *s, int64_t device_id, const char *cmid, fb_event_t *out);

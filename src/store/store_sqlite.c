@@ -810,10 +810,8 @@ static int sq_event_append(fb_store_t *base, fb_event_t *ev)
     if (rc == SQLITE_DONE && seq == 0) {
         err = FB_ENOTFOUND; /* no such room: nothing was inserted */
     } else if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-        /* The caller looks the cmid up first, so this is a bug above us. */
-        FB_WARN("store", "append refused: duplicate cmid room=%lld device=%lld",
-                (long long)ev->room_id, (long long)ev->actor_device);
-        err = FB_EINVAL;
+        /* A retried send: the unique index is the idempotency check. */
+        err = FB_EEXIST;
     } else if (rc != SQLITE_DONE) {
         err = sq_fail(s, rc, "event_append");
     }

@@ -484,7 +484,7 @@ static void test_cmid_idempotency(void **state)
                       .actor_device = d1,
                       .cmid = "c-1",
                       .text = "again"};
-    assert_int_equal(fb_store_event_append(fx->s, &dup), FB_EINVAL);
+    assert_int_equal(fb_store_event_append(fx->s, &dup), FB_EEXIST);
     assert_int_equal(dup.seq, 0);
     assert_int_equal(last_seq(fx->s, room), 2);
     /* the same cmid from another device is another message */
