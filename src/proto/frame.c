@@ -11,6 +11,13 @@
 
 /* ---- parsing ---- */
 
+/* Frames are parsed with NUL allowed (so that the error can name the
+ * field): every string read must then be checked for one. */
+static bool has_nul(json_t *s)
+{
+    return strlen(json_string_value(s)) != json_string_length(s);
+}
+
 static bool id_usable(json_t *id)
 {
     if (json_is_integer(id)) {
@@ -43,7 +50,7 @@ int fb_req_parse(fb_req_t *req, const char *data, size_t len)
     }
     req->id = id;
     json_t *op = json_object_get(req->obj, "op");
-    if (!json_is_string(op) || strlen(json_string_value(op)) != json_string_length(op)) {
+    if (!json_is_string(op) || has_nul(op)) {
         snprintf(req->msg, sizeof req->msg, "\"op\" must be a string");
         return FB_EBADREQ;
     }
@@ -97,13 +104,21 @@ int fb_req_str(fb_req_t *req, const char *key, bool required, size_t min_bytes,
                  max_bytes);
         return FB_EINVAL; /* callers turn it into too_large where that is documented */
     }
-    if (strlen(json_string_value(v)) != n) {
+    if (has_nul(v)) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must not contain NUL", key);
         return FB_EINVAL;
     }
     *out = json_string_value(v);
     if (len) *len = n;
     return 0;
+}
+
+int fb_req_text(fb_req_t *req, const char *key, size_t max_bytes, const char **out, size_t *len)
+{
+    int rc = fb_req_str(req, key, true, 1, max_bytes, out, len);
+    json_t *v = json_object_get(req->obj, key);
+    if (rc == FB_EINVAL && json_string_length(v) > max_bytes) rc = FB_ETOOBIG;
+    return rc;
 }
 
 int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, const char ***out,
@@ -122,8 +137,7 @@ int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, cons
     const char **names = fb_calloc(count ? count : 1, sizeof *names);
     for (size_t i = 0; i < count; i++) {
         json_t *e = json_array_get(v, i);
-        if (!json_is_string(e) || strlen(json_string_value(e)) != json_string_length(e) ||
-            !fb_valid_user_name(json_string_value(e))) {
+        if (!json_is_string(e) || has_nul(e) || !fb_valid_user_name(json_string_value(e))) {
             fb_free(names);
             snprintf(req->msg, sizeof req->msg, "\"%s\"[%zu] is not a valid user name", key, i);
             return FB_EINVAL;

@@ -43,6 +43,8 @@ int fb_req_int(fb_req_t *req, const char *key, bool required, int64_t min, int64
                int64_t *out);
 int fb_req_str(fb_req_t *req, const char *key, bool required, size_t min_bytes,
                size_t max_bytes, const char **out, size_t *len);
+/* A message text: 1 to max_bytes bytes; longer is FB_ETOOBIG (protocol.md). */
+int fb_req_text(fb_req_t *req, const char *key, size_t max_bytes, const char **out, size_t *len);
 /* An array of strings, each checked by fb_valid_user_name; at most max. */
 int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, const char ***out,
                  size_t *n); /* *out is fb_malloc'd; strings borrowed */

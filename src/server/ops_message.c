@@ -25,11 +25,7 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req)
         snprintf(req->msg, sizeof req->msg, "\"cmid\" must be 1 to 64 of A-Z a-z 0-9 . _ : -");
         rc = FB_EINVAL;
     }
-    if (!rc) {
-        rc = fb_req_str(req, "text", true, 1, (size_t)c->loop->srv->cfg.max_text_bytes, &text, &len);
-        size_t n = json_string_length(json_object_get(req->obj, "text"));
-        if (rc == FB_EINVAL && n > (size_t)c->loop->srv->cfg.max_text_bytes) rc = FB_ETOOBIG;
-    }
+    if (!rc) rc = fb_req_text(req, "text", (size_t)c->loop->srv->cfg.max_text_bytes, &text, &len);
     if (rc) return rc;
     fb_wreq_t *r = fb_wreq_new(FB_W_SEND);
     r->room_id = room;
