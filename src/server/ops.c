@@ -73,18 +73,16 @@ reply:
 
 fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http)
 {
-    fb_pending_t *p = fb_calloc(1, sizeof *p);
     if (c->loop->stopped_reading) {
         /* Shutting down: the writer may be gone. Retryable: nothing stored. */
+        fb_pending_t refused = {.conn = c, .id = id, .http = http};
         r->err = FB_EUNAVAIL;
         snprintf(r->err_msg, sizeof r->err_msg, "the node is shutting down, retry");
-        p->id = id;
-        p->http = http;
-        if (c->state != CONN_CLOSED) done(c, p, r);
+        if (c->state != CONN_CLOSED) done(c, &refused, r);
         fb_wreq_free(r);
-        fb_free(p);
         return NULL;
     }
+    fb_pending_t *p = fb_calloc(1, sizeof *p);
     p->conn = c;
     p->id = json_incref(id);
     p->done = done;
