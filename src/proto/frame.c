@@ -286,7 +286,8 @@ void fb_proto_dump(json_t *obj, fb_buf_t *out)
 
 struct fb_ws_enc {
     wslay_frame_context_ptr ctx;
-    fb_buf_t *out; /* the buffer of the call in progress */
+    fb_buf_t *out;    /* the buffer of the call in progress */
+    fb_buf_t scratch; /* JSON text before framing; kept, so a reply allocates nothing */
 };
 
 static ssize_t frame_sink(const uint8_t *data, size_t len, int flags, void *ud)
@@ -313,6 +314,7 @@ void fb_ws_enc_free(fb_ws_enc_t *e)
 {
     if (!e) return;
     wslay_frame_context_free(e->ctx);
+    fb_buf_free(&e->scratch);
     fb_free(e);
 }
 
@@ -334,8 +336,8 @@ void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t l
 
 void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj)
 {
-    fb_buf_t tmp = {0};
-    fb_proto_dump(obj, &tmp);
-    fb_ws_enc_text(e, out, tmp.data, tmp.len);
-    fb_buf_free(&tmp);
+    fb_buf_reset(&e->scratch);
+    fb_proto_dump(obj, &e->scratch);
+    fb_ws_enc_text(e, out, e->scratch.data, e->scratch.len);
+    if (e->scratch.cap > (1 << 20)) fb_buf_free(&e->scratch); /* a huge sync reply is not kept */
 }
