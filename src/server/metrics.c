@@ -3,12 +3,17 @@
  * SPDX-License-Identifier: MIT */
 #include "server/server.h"
 
-#define SUM(field)                                                                     \
-    ({                                                                                 \
-        uint64_t _t = 0;                                                               \
-        for (int _i = 0; _i < s->n_loops; _i++) _t += atomic_load(&s->loops[_i]->stats.field); \
-        _t;                                                                            \
-    })
+#include <stddef.h>
+
+/* One counter of fb_loop_stats_t (at byte offset off), summed over the loops. */
+static double sum(const fb_server_t *s, size_t off)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < s->n_loops; i++)
+        t += atomic_load((const atomic_uint_fast64_t *)((const char *)&s->loops[i]->stats + off));
+    return (double)t;
+}
+#define SUM(field) sum(s, offsetof(fb_loop_stats_t, field))
 
 static void metric(fb_buf_t *b, const char *name, const char *type, const char *help, double v)
 {
@@ -22,23 +27,23 @@ void fb_metrics_render(fb_server_t *s, fb_buf_t *b)
     for (int i = 0; i < s->n_loops; i++) open += (uint64_t)atomic_load(&s->loops[i]->open_conns);
     metric(b, "firebreak_connections", "gauge", "Open client connections.", (double)open);
     metric(b, "firebreak_connections_accepted_total", "counter", "Connections accepted.",
-           (double)SUM(accepted));
+           SUM(accepted));
     metric(b, "firebreak_requests_total", "counter", "WebSocket requests received.",
-           (double)SUM(requests));
+           SUM(requests));
     metric(b, "firebreak_request_errors_total", "counter", "Error replies sent.",
-           (double)SUM(errors));
+           SUM(errors));
     metric(b, "firebreak_http_requests_total", "counter", "Plain HTTP requests served.",
-           (double)SUM(http_requests));
+           SUM(http_requests));
     metric(b, "firebreak_logins_total", "counter", "Successful logins and registrations.",
-           (double)SUM(logins));
+           SUM(logins));
     metric(b, "firebreak_login_failures_total", "counter", "Logins refused for bad credentials.",
-           (double)SUM(login_failures));
+           SUM(login_failures));
     metric(b, "firebreak_pushes_total", "counter", "Frames pushed to connections (fan-out).",
-           (double)SUM(pushes));
+           SUM(pushes));
     metric(b, "firebreak_slow_consumer_closes_total", "counter",
-           "Connections closed for exceeding max_output_bytes.", (double)SUM(slow_closes));
+           "Connections closed for exceeding max_output_bytes.", SUM(slow_closes));
     metric(b, "firebreak_bad_frames_total", "counter", "Binary or invalid frames received.",
-           (double)SUM(bad_frames));
+           SUM(bad_frames));
     metric(b, "firebreak_commits_total", "counter", "Group commits that succeeded.",
            (double)atomic_load(&w->commits));
     metric(b, "firebreak_commit_failures_total", "counter",
