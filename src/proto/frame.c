@@ -318,9 +318,10 @@ void fb_ws_enc_free(fb_ws_enc_t *e)
     fb_free(e);
 }
 
-void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t len)
+static void enc_frame(fb_ws_enc_t *e, fb_buf_t *out, uint8_t opcode, const char *payload,
+                      size_t len)
 {
-    struct wslay_frame_iocb io = {.fin = 1, .opcode = WSLAY_TEXT_FRAME, .payload_length = len};
+    struct wslay_frame_iocb io = {.fin = 1, .opcode = opcode, .payload_length = len};
     e->out = out;
     fb_buf_reserve(out, len + 10);
     size_t done = 0;
@@ -332,6 +333,21 @@ void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t l
         done += (size_t)r;
     } while (done < len);
     e->out = NULL;
+}
+
+void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t len)
+{
+    enc_frame(e, out, WSLAY_TEXT_FRAME, payload, len);
+}
+
+void fb_ws_enc_close(fb_ws_enc_t *e, fb_buf_t *out, uint16_t code, const char *reason)
+{
+    char payload[125]; /* a control frame's payload limit */
+    size_t n = FB_MIN(strlen(reason), sizeof payload - 2);
+    payload[0] = (char)(code >> 8);
+    payload[1] = (char)(code & 0xff);
+    memcpy(payload + 2, reason, n);
+    enc_frame(e, out, WSLAY_CONNECTION_CLOSE, payload, n + 2);
 }
 
 void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj)

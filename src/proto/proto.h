@@ -72,6 +72,8 @@ fb_ws_enc_t *fb_ws_enc_new(void);
 void fb_ws_enc_free(fb_ws_enc_t *e);
 /* Appends one unmasked, final text frame holding payload to out. */
 void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t len);
+/* Appends a close frame with code and reason (cut to fit a control frame). */
+void fb_ws_enc_close(fb_ws_enc_t *e, fb_buf_t *out, uint16_t code, const char *reason);
 /* Appends obj as one text frame. */
 void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj);
 

@@ -65,9 +65,10 @@ void fb_conn_close(fb_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-/* The handshake list doubles as the idle list of plain HTTP connections:
- * a request in progress is off it, and an answered one goes back to its
- * tail with a fresh start time. */
+/* (Re)starts c's clock at the tail of the handshake list, which holds the
+ * connections that have not said hello, oldest first. It doubles as the idle
+ * list of plain HTTP connections: a request in progress is off it, and an
+ * answered one comes back here. */
 static void hs_relink(fb_conn_t *c)
 {
     fb_loop_t *l = c->loop;
@@ -112,10 +113,8 @@ static void slow_consumer(fb_conn_t *c)
     fb_buf_reset(&c->out);
     if (!c->writing && c->ws) {
         /* A last word if the socket takes it now; never queued. */
-        const char reason[] = "\x0f\xa2slow consumer"; /* 4002 */
-        uint8_t frame[2 + sizeof reason - 1] = {0x88, sizeof reason - 1};
-        memcpy(frame + 2, reason, sizeof reason - 1);
-        uv_buf_t b = uv_buf_init((char *)frame, sizeof frame);
+        fb_ws_enc_close(c->loop->enc, &c->out, 4002, "slow consumer");
+        uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
     fb_conn_close(c);
@@ -528,14 +527,10 @@ void fb_conn_accept(fb_loop_t *l)
     uv_tcp_keepalive(&c->tcp, 1, 60);
     http_parser_init(&c->hp, HTTP_REQUEST);
     c->hp.data = c;
-    c->accepted_ms = uv_now(&l->loop);
     c->all_next = l->all;
     if (l->all) l->all->all_prev = c;
     l->all = c;
-    c->hs_prev = l->hs_tail;
-    if (l->hs_tail) l->hs_tail->hs_next = c; else l->hs_head = c;
-    l->hs_tail = c;
-    c->in_handshake_list = true;
+    hs_relink(c);
     atomic_fetch_add(&l->open_conns, 1);
     atomic_fetch_add(&l->stats.accepted, 1);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);

@@ -816,6 +816,27 @@ static void test_ws_frames(void **state)
     fb_ws_enc_free(NULL);
 }
 
+/* A close frame: 0x88, payload length, the code big-endian, the reason. */
+static void test_ws_close_frame(void **state)
+{
+    fb_ws_enc_t *e = fb_ws_enc_new();
+    fb_buf_t out = {0};
+    fb_ws_enc_close(e, &out, 4002, "slow consumer");
+    static const unsigned char want[] = {0x88, 15, 0x0f, 0xa2, 's', 'l', 'o', 'w', ' ', 'c',
+                                         'o', 'n', 's', 'u', 'm', 'e', 'r'};
+    assert_int_equal(out.len, sizeof want);
+    assert_memory_equal(out.data, want, sizeof want);
+    fb_buf_reset(&out);
+    char longer[300];
+    memset(longer, 'x', sizeof longer - 1);
+    longer[sizeof longer - 1] = 0;
+    fb_ws_enc_close(e, &out, 1000, longer); /* cut to a control frame's 125 bytes */
+    assert_int_equal(out.len, 2 + 125);
+    assert_int_equal((unsigned char)out.data[1], 125);
+    fb_buf_free(&out);
+    fb_ws_enc_free(e);
+}
+
 static void test_ws_append(void **state)
 {
     fb_ws_enc_t *e = fb_ws_enc_new();
@@ -857,6 +878,7 @@ int main(void)
         cmocka_unit_test(test_proto_room_summary),
         cmocka_unit_test(test_proto_dump),
         cmocka_unit_test(test_ws_frames),
+        cmocka_unit_test(test_ws_close_frame),
         cmocka_unit_test(test_ws_append),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
