@@ -14,7 +14,7 @@ OPT = -O2 -g
 endif
 
 CC ?= gcc
-PKGS = libuv jansson libsodium sqlite3 openssl ncursesw
+PKGS = libuv jansson libsodium sqlite3 openssl ncursesw libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS := $(shell pkg-config --libs $(PKGS))
 CFLAGS ?= $(OPT)

@@ -26,8 +26,12 @@
 typedef struct fb_store fb_store_t;
 
 typedef struct {
-    const char *kind; /* "sqlite" */
-    const char *path; /* sqlite: database file */
+    const char *kind;     /* "sqlite" | "postgres" */
+    const char *path;     /* sqlite: database file */
+    const char *conninfo; /* postgres: libpq string of the write connection; may name
+                           * every site with target_session_attrs=read-write */
+    const char *read_conninfo; /* postgres: readers (this site's server, primary or
+                                * standby); NULL or "": conninfo */
 } fb_store_config_t;
 
 enum { FB_ROOM_DIRECT = 1, FB_ROOM_GROUP = 2 };
@@ -168,6 +172,65 @@ int fb_store_read_marker_set(fb_store_t *s, int64_t room_id, int64_t user_id, in
                              bool *advanced);
 /* Every room where user is a current member, most recently active first. */
 int fb_store_rooms_for_user(fb_store_t *s, int64_t user_id, fb_room_summary_t **out, size_t *n);
+
+/* ---- sends in bulk ----
+ * One call for a run of consecutive sends of a group commit, so that a
+ * networked backend carries the whole run in one round trip. For each item,
+ * in order:
+ *  - the device already sent cmid: err = FB_EEXIST, nothing stored, room_id /
+ *    seq / ts_ms become the original's (whatever room the retry named);
+ *  - else actor is not a current member of room_id (or there is no such
+ *    room): err = FB_ENOTMEMBER, nothing stored;
+ *  - else the text event is appended exactly as fb_store_event_append would,
+ *    the actor's read marker is raised to its seq, err = 0, seq set and
+ *    old_read_seq = the actor's read_seq before this item.
+ * Returns 0 when every item got its err (the transaction goes on), or an
+ * error of the whole call (then the transaction must be rolled back).
+ * The membership check is the store's own, inside the transaction, so it is
+ * authoritative even when several nodes write the same rooms. */
+typedef struct {
+    /* in */
+    int64_t room_id, actor_id, actor_device, ts_ms;
+    const char *cmid;
+    const char *text;
+    /* out */
+    int err;
+    int64_t seq;
+    int64_t old_read_seq;
+} fb_send_t;
+int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n);
+
+/* ---- the change feed: several nodes on one shared store ----
+ * A node announces, inside its transaction, the seq range each room got;
+ * the announcement reaches the other nodes' feeds if and only if the
+ * transaction commits (PostgreSQL: NOTIFY). SQLite has one node only:
+ * announce is a no-op and a feed cannot be opened (FB_EINVAL). */
+typedef struct {
+    int64_t room_id, from_seq, to_seq;
+} fb_change_t;
+int fb_store_announce(fb_store_t *s, const char *origin, const fb_change_t *changes, size_t n);
+
+typedef struct fb_feed fb_feed_t;
+/* Opens a listening connection to the primary (cfg->conninfo). */
+int fb_feed_open(const fb_store_config_t *cfg, fb_feed_t **out);
+void fb_feed_close(fb_feed_t *f);
+/* The socket to poll for readability; -1 while disconnected. */
+int fb_feed_fd(fb_feed_t *f);
+/* Reconnects if needed (0 once listening again, FB_EUNAVAIL if not yet),
+ * then reads what arrived and calls cb once per announcement of another
+ * origin. *reconnected is set when the connection was (re)made, so the
+ * caller knows announcements may have been missed and catches up. */
+typedef void (*fb_feed_cb)(void *ud, const char *origin, const fb_change_t *changes, size_t n);
+int fb_feed_poll(fb_feed_t *f, fb_feed_cb cb, void *ud, bool *reconnected);
+/* The feed's connection as a read handle on the primary, for the catch-up
+ * and for fetching announced events (fb_store_events_after, members_list,
+ * rooms_since). Owned by the feed; do not close. */
+fb_store_t *fb_feed_store(fb_feed_t *f);
+/* Rooms whose last_seq is above what the caller knows: for each room in
+ * known[0..n) (room_id with to_seq = the highest seq this node has seen),
+ * sets from_seq = known to_seq and to_seq = the store's last_seq; rooms that
+ * did not move get from_seq == to_seq. */
+int fb_store_rooms_last_seq(fb_store_t *s, fb_change_t *known, size_t n);
 
 /* ---- freeing what reads return ---- */
 void fb_user_clear(fb_user_t *u);
