@@ -501,10 +501,13 @@ typedef struct {
     json_t *failures;
 } verdict_t;
 
+/* A command that did not run, or did not succeed: the drill proved less
+ * than it was asked to. */
 static bool cmd_bad(const drill_cmd_t *k)
 {
-    return k->cmd && k->started &&
-           (k->spawn_err || k->timed_out || k->term_signal || k->exit_status != 0 || !k->finished);
+    if (!k->cmd) return false;
+    return !k->started || k->spawn_err || k->timed_out || k->term_signal || k->exit_status != 0 ||
+           !k->finished;
 }
 
 static void verdict(drill_t *d, verdict_t *v)
