@@ -662,17 +662,18 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                                   (json_int_t)v->probes_failed));
     json_object_set_new(
         j, "checks",
-        json_pack("{s:b,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-                  "read_back_complete", d->v.done, "unverified_acked", (json_int_t)d->v.unverified,
-                  "read_back_site", d->v.site, "error", d->v.error, "read_back_ms",
-                  (json_int_t)d->v.ms, "events", (json_int_t)d->v.events, "text_events",
-                  (json_int_t)d->v.text_events, "store_duplicates", (json_int_t)d->v.duplicated,
-                  "store_duplicate_seqs", (json_int_t)d->v.store_dup_seqs, "store_gaps",
-                  (json_int_t)d->v.store_gaps, "misplaced", (json_int_t)d->v.misplaced, "corrupted",
-                  (json_int_t)d->v.corrupted, "reader_duplicates", (json_int_t)d->v.reader_dups,
-                  "reader_reordered", (json_int_t)d->v.reader_reorders, "reader_gaps",
-                  (json_int_t)d->v.reader_gaps, "reader_diverged", (json_int_t)d->v.reader_diverged,
-                  "readers_unsynced", (json_int_t)d->v.readers_unsynced, "send_order_inversions",
+        json_pack("{s:b,s:i,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                  "read_back_complete", d->v.done, "read_back_passes", d->v.passes,
+                  "unverified_acked", (json_int_t)d->v.unverified, "read_back_site", d->v.site,
+                  "error", d->v.error, "read_back_ms", (json_int_t)d->v.ms, "events",
+                  (json_int_t)d->v.events, "text_events", (json_int_t)d->v.text_events,
+                  "store_duplicates", (json_int_t)d->v.duplicated, "store_duplicate_seqs",
+                  (json_int_t)d->v.store_dup_seqs, "store_gaps", (json_int_t)d->v.store_gaps,
+                  "misplaced", (json_int_t)d->v.misplaced, "corrupted", (json_int_t)d->v.corrupted,
+                  "reader_duplicates", (json_int_t)d->v.reader_dups, "reader_reordered",
+                  (json_int_t)d->v.reader_reorders, "reader_gaps", (json_int_t)d->v.reader_gaps,
+                  "reader_diverged", (json_int_t)d->v.reader_diverged, "readers_unsynced",
+                  (json_int_t)d->v.readers_unsynced, "send_order_inversions",
                   (json_int_t)d->v.inversions));
     json_object_set_new(j, "fault", cmd_json(&d->fault));
     json_object_set_new(j, "heal", cmd_json(&d->heal));
@@ -759,8 +760,9 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     print_cmd(f, "fault", &d->fault);
     print_cmd(f, "heal", &d->heal);
     if (d->v.done)
-        fprintf(f, "  %-14sfrom %s: %d rooms, %ld events (%ld messages) in %.2f s\n", "read back",
-                d->v.site, d->o.rooms, d->v.events, d->v.text_events, (double)d->v.ms / 1000.0);
+        fprintf(f, "  %-14sfrom %s: %d rooms, %ld events (%ld messages) in %.2f s, %d pass%s\n",
+                "read back", d->v.site, d->o.rooms, d->v.events, d->v.text_events,
+                (double)d->v.ms / 1000.0, d->v.passes, d->v.passes == 1 ? "" : "es");
     else
         fprintf(f, "  %-14sINCOMPLETE (%ld acked messages unchecked): %s\n", "read back",
                 d->v.unverified, d->v.error);

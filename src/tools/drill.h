@@ -197,6 +197,7 @@ struct drill {
     /* results of the checks (drill_check.c) */
     struct {
         bool done;      /* every room was read back */
+        int passes;     /* read-backs made (again while a replica catches up) */
         char site[128]; /* where */
         long events, text_events;
         long lost, duplicated, misplaced, corrupted, unexpected, store_gaps, store_dup_seqs;
