@@ -626,6 +626,12 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                           "rate", d->o.rate, "duration_ms", (json_int_t)d->o.duration_ms, "seed",
                           (json_int_t)d->o.seed, "fault_site", d->o.fault_site, "expect_write_stop",
                           d->o.expect_write_stop, "max_messages", (json_int_t)d->o.max_messages);
+    json_t *params = json_object_get(j, "drill");
+    json_object_set_new(params, "fault_at_ms", ms_or_null(d->o.fault_cmd ? d->o.fault_at_ms : -1));
+    json_object_set_new(params, "heal_at",
+                        !d->o.heal_cmd ? json_null()
+                                       : json_pack("{s:I,s:b}", "ms", (json_int_t)d->o.heal_at_ms,
+                                                   "after_fault", d->o.heal_relative));
     if (setup_failed) {
         json_object_set_new(j, "error", json_string(d->setup_error));
         json_decref(timeline);
