@@ -111,7 +111,16 @@ static const char *scripts(void)
 
 int fb_test_pg_start(fb_test_pg_t *p, const char *settings)
 {
-    if (!p->dir[0] && fb_test_tmpdir(p->dir, sizeof p->dir, "pg") != 0) return -1;
+    if (!p->dir[0]) {
+        /* under the run's folder, whose end (tests/run.sh) stops what a
+         * killed test left running */
+        const char *run = getenv("FIREBREAK_TEST_TMP");
+        snprintf(p->dir, sizeof p->dir, "%s/pg-XXXXXX", run && *run ? run : "/tmp");
+        if (!mkdtemp(p->dir)) {
+            p->dir[0] = 0;
+            return -1;
+        }
+    }
     char cmd[800];
     snprintf(cmd, sizeof cmd, "%s/pg-up.sh '%s' %s", scripts(), p->dir, settings ? settings : "");
     FILE *f = popen(cmd, "r");
