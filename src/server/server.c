@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "chat/auth.h"
 
 /* ---- push encoders (writer thread) ---- */
@@ -341,6 +343,8 @@ static int parse_args(fb_config_t *cfg, int argc, char **argv, bool *print, cons
 
 static void shutdown_node(fb_server_t *s)
 {
+    fb_relay_stop(s->relay); /* it hands pushes to the writer and the loops */
+    s->relay = NULL;
     atomic_store(&s->phase, 1);
     for (int i = 0; i < s->n_loops; i++) uv_async_send(&s->loops[i]->stop_async);
     for (int i = 0; i < s->n_loops; i++) uv_sem_wait(&s->quiet);
@@ -377,6 +381,15 @@ int fb_server_main(int argc, char **argv)
     if (lock_data_dir(s->cfg.data_dir, &lock_fd) || port_free(s->cfg.listen_host, s->cfg.listen_port))
         goto out;
     fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
+    {
+        char host[64] = "node", rnd[9];
+        uint8_t b[4];
+        gethostname(host, sizeof host - 1);
+        randombytes_buf(b, sizeof b);
+        fb_hex_encode(b, sizeof b, rnd);
+        snprintf(s->origin, sizeof s->origin, "%s:%s:%d:%s", host, s->cfg.listen_host,
+                 s->cfg.listen_port, rnd);
+    }
     s->store_cfg.kind = s->cfg.store;
     s->store_cfg.path = s->db_path;
     s->store_cfg.conninfo = s->cfg.pg_conninfo;
@@ -398,10 +411,17 @@ int fb_server_main(int argc, char **argv)
                            .batch_max = s->cfg.writer_batch_max,
                            .encode_event = fb_server_encode_event,
                            .encode_read = fb_server_encode_read,
-                           .encode_ud = s};
+                           .encode_ud = s,
+                           .origin = s->origin,
+                           .hold_ms = s->cfg.store_hold_ms};
     rc = fb_writer_start(s->wstore, &wo, sinks, s->n_loops, &s->writer);
     fb_free(sinks);
     if (rc) {
+        rc = 1;
+        goto out;
+    }
+    /* Nodes sharing a store hear each other's commits through its feed. */
+    if (strcmp(s->cfg.store, "sqlite") != 0 && fb_relay_start(s, &s->relay)) {
         rc = 1;
         goto out;
     }

@@ -54,8 +54,21 @@ struct fb_loop {
     fb_loop_stats_t stats;
 };
 
+/* ---- the relay of other nodes' commits (relay.c) ---- */
+typedef struct fb_relay fb_relay_t;
+typedef struct {
+    atomic_uint_fast64_t announcements, events, catchups, reconnects;
+} fb_relay_stats_t;
+/* Starts the relay thread (stores shared by several nodes only). */
+int fb_relay_start(fb_server_t *s, fb_relay_t **out);
+/* Stops it; the writer and the loops must still be running. */
+void fb_relay_stop(fb_relay_t *r);
+const fb_relay_stats_t *fb_relay_stats(const fb_relay_t *r);
+
 struct fb_server {
     fb_config_t cfg;
+    char origin[96]; /* this node's name in change announcements: unique per run */
+    fb_relay_t *relay;
     char db_path[600];
     fb_store_config_t store_cfg;
     fb_store_t *wstore;
