@@ -1600,9 +1600,16 @@ static void test_pg_reconnect(void **state)
     assert_int_equal(fb_store_commit(w), 0);
     assert_int_equal(fb_store_user_by_name(r, "dave", &u), 0);
     fb_user_clear(&u);
-    /* an idle connection closed under it is noticed and replaced at begin */
+    /* an idle connection the server has closed is noticed and replaced at
+     * begin, before any work is lost with it */
     kill_backends(conninfo, NULL);
+    for (int i = 0; i < 250 && fb_test_pg_int(conninfo, "SELECT count(*) FROM pg_stat_activity"
+                                                        " WHERE datname = current_database()"
+                                                        " AND pid <> pg_backend_pid()") > 0;
+         i++)
+        sleep_ms(20);
     assert_int_equal(fb_store_begin(w), 0);
+    mk_user(w, "erin");
     assert_int_equal(fb_store_commit(w), 0);
     assert_int_equal(fb_store_user_by_name(r, "alice", &u), 0);
     fb_user_clear(&u);
