@@ -142,8 +142,10 @@ int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err,
             }
             PQconninfoOption *opts = *value ? PQconninfoParse(value, NULL) : NULL;
             if (*value && !opts) {
-                snprintf(err, errlen, "%s is not a libpq connection string (key=value ... or "
-                                      "postgresql://...)", key);
+                snprintf(err, errlen,
+                         "%s is not a libpq connection string (key=value ... or "
+                         "postgresql://...)",
+                         key);
                 return FB_EINVAL;
             }
             PQconninfoFree(opts);
