@@ -366,6 +366,13 @@ int fb_server_main(int argc, char **argv)
     int rc = 1, started = 0, lock_fd = -1;
     fb_config_defaults(&s->cfg);
     if (parse_args(&s->cfg, argc, argv, &print, &ready)) goto out;
+    {
+        char err[200];
+        if (fb_config_check(&s->cfg, err, sizeof err)) {
+            fprintf(stderr, "firebreak serve: %s\n", err);
+            goto out;
+        }
+    }
     if (print) {
         fb_config_print(&s->cfg, stdout);
         rc = 0;
@@ -427,8 +434,13 @@ int fb_server_main(int argc, char **argv)
     }
     for (started = 0; started < s->n_loops; started++)
         uv_thread_create(&s->loops[started]->thread, loop_main, s->loops[started]);
+    char where[600];
+    if (strcmp(s->cfg.store, "sqlite") == 0)
+        snprintf(where, sizeof where, "%s", s->db_path);
+    else
+        fb_config_redact_conninfo(s->cfg.pg_conninfo, where, sizeof where);
     FB_INFO("server", "firebreak %s listening on %s:%d (ws /ws), %d io loops, store %s at %s",
-            FB_VERSION, s->cfg.listen_host, s->port, s->n_loops, s->cfg.store, s->db_path);
+            FB_VERSION, s->cfg.listen_host, s->port, s->n_loops, s->cfg.store, where);
     if (ready) {
         FILE *f = fopen(ready, "w");
         if (f) {
