@@ -7,5 +7,7 @@
 
 /* `firebreak chat`: the terminal client (docs/chat.md). */
 int fb_tool_chat_main(int argc, char **argv);
+/* `firebreak bench`: the load generator (docs/benchmarks.md). */
+int fb_tool_bench_main(int argc, char **argv);
 
 #endif
