@@ -99,9 +99,11 @@ struct fb_conn {
     bool hdr_upgrade, hdr_ws_version, last_was_value, http_busy, http_done, body_too_big, in_pump;
     int hdr_which;
     /* WebSocket */
-    wslay_event_context_ptr ws;
+    wslay_event_context_ptr ws; /* only while bytes are being received (conn.c) */
     const uint8_t *rptr; /* the read buffer being fed to wslay */
     size_t rlen;
+    uint64_t ws_pending, ws_frame_bytes; /* bytes given to wslay not yet in whole frames */
+    bool ws_in_msg;                      /* a fragmented message is half received */
     bool hello;
     bool in_handshake_list;
     int64_t accepted_ms;
