@@ -465,7 +465,46 @@ int fb_pg_connect(fb_pg_store_t *s)
     PQclear(res);
     s->broken = false;
     s->reconnected = true;
+    s->standby = standby;
+    s->looked_ms = 0;
     return 0;
+}
+
+/* A reader on a standby serves only once that standby has received WAL
+ * from a primary since it started. A server that came up as a standby and
+ * never streamed may hold commits nobody acknowledged: a primary demoted
+ * while cut off from the other sites keeps the commits whose wait for them
+ * was cancelled, visible, until it is rewound. Those must never reach a
+ * client, or its cursor would pass a seq the cluster gives to another
+ * message. A standby that streamed and then lost its primary (a failover
+ * in progress) keeps serving: its data is the primary's. Looked at on every
+ * connection and then at most every 250 ms. */
+#define READER_LOOK_MS 250
+
+static int reader_trusted(fb_pg_store_t *s)
+{
+    if (s->role != FB_PG_READER || !s->standby) return 0;
+    uint64_t now = fb_mono_ns() / 1000000u;
+    if (s->looked_ms && now - s->looked_ms < READER_LOOK_MS) return s->cut_off ? FB_EUNAVAIL : 0;
+    PGresult *res = PQexec(s->conn, "SELECT pg_last_wal_receive_lsn() IS NOT NULL");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int err = pg_fail(s, res, "replication status");
+        PQclear(res);
+        return err;
+    }
+    bool streaming = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    s->looked_ms = now;
+    if (streaming == !s->cut_off) return streaming ? 0 : FB_EUNAVAIL;
+    s->cut_off = !streaming;
+    if (s->cut_off)
+        FB_WARN("store", "postgres standby %s:%s has not streamed from a primary since it "
+                "started: reads refused (unavailable) until it does", PQhost(s->conn),
+                PQport(s->conn));
+    else
+        FB_INFO("store", "postgres standby %s:%s streams from a primary: reads served",
+                PQhost(s->conn), PQport(s->conn));
+    return s->cut_off ? FB_EUNAVAIL : 0;
 }
 
 /* A handle whose connection broke gets one new connection, but only while
@@ -473,10 +512,11 @@ int fb_pg_connect(fb_pg_store_t *s)
  * so far is gone and the caller must hear so (FB_EUNAVAIL) and roll back. */
 static int pg_usable(fb_pg_store_t *s)
 {
-    if (!s->broken && s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
+    if (!s->broken && s->conn && PQstatus(s->conn) == CONNECTION_OK) return reader_trusted(s);
     s->broken = true;
     if (s->in_tx && s->tx_sent) return FB_EUNAVAIL;
-    return fb_pg_connect(s);
+    int err = fb_pg_connect(s);
+    return err ? err : reader_trusted(s);
 }
 
 /* Whether an idle connection is still there, without a round trip: a

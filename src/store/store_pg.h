@@ -66,6 +66,9 @@ typedef struct {
     const char **pending;
     size_t n_pending, cap_pending;
     bool reconnected; /* a connection was made since the feed last looked */
+    bool standby;     /* the server was in recovery when we connected */
+    bool cut_off;     /* reader: its standby was not streaming at the last look */
+    uint64_t looked_ms; /* reader: when the standby's replication was last looked at */
     int sp_depth;     /* open savepoints */
     bool warned;      /* a WARNING arrived since the flag was cleared */
     char warning[256];
