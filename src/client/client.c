@@ -504,6 +504,12 @@ static void on_sync_reply(fb_client_t *c, int err, const char *msg, json_t *repl
     if (err) {
         if (fb_err_retryable(err)) {
             c->sync_retry_at = now_ms(c) + 500;
+            /* a node whose site cannot serve reads (its standby is cut off
+             * from the primary) is left for the next site */
+            if (err == FB_EUNAVAIL && c->n_addrs > 1 && c->conn) {
+                FB_INFO("client", "%s cannot serve reads now: trying the next site", cur_addr(c));
+                uv_timer_start(&c->retry_timer, on_retry_timer, 0, 0);
+            }
             return;
         }
         FB_WARN("client", "sync refused: %s", msg);
