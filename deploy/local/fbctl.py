@@ -64,9 +64,11 @@ def probe_procs(n):
                     stopped += 1
         except OSError:
             pass
-    part = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "fbpartition"],
-                          capture_output=True).returncode == 0
-    return {"netns": True, "count": len(pids), "stopped": stopped, "partitioned": part}
+    def has_table(name):
+        return subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet", name],
+                              capture_output=True).returncode == 0
+    return {"netns": True, "count": len(pids), "stopped": stopped,
+            "partitioned": has_table("fbpartition"), "silent": has_table("fbsilent")}
 
 
 def probe_etcd(n):
@@ -244,7 +246,7 @@ def fmt_site(s):
         procs = "paused(%d)" % pr["count"]
     else:
         procs = "up(%d)" % pr["count"]
-    net = "PARTITIONED" if pr.get("partitioned") else "ok"
+    net = "SILENT" if pr.get("silent") else "PARTITIONED" if pr.get("partitioned") else "ok"
     e = s["etcd"]
     etcd = "down" if not e.get("reachable") else ("healthy" if e.get("healthy") else "unhealthy")
     if e.get("is_leader"):
