@@ -7,5 +7,7 @@
 
 /* `firebreak chat`: the terminal client (docs/chat.md). */
 int fb_tool_chat_main(int argc, char **argv);
+/* `firebreak drill`: the fault drill and checker (docs/drill.md). */
+int fb_tool_drill_main(int argc, char **argv);
 
 #endif
