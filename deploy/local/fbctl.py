@@ -293,7 +293,8 @@ def main():
     w.add_argument("--exclude", default="", help="comma-separated sites left out (dead ones)")
     w.add_argument("--nodes", action="store_true", help="full also needs every node's /health")
     w.add_argument("--timeout", type=float, default=120)
-    w.add_argument("--interval", type=float, default=0.1)
+    w.add_argument("--interval", type=float, default=0.25,
+                   help="seconds between polls (each costs a query on every PostgreSQL)")
     sub.add_parser("primary")
     a = ap.parse_args()
     if a.cmd == "wait" and a.want == "demoted" and not a.site:

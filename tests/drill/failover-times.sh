@@ -43,13 +43,13 @@ fault() {
     p=$($F primary)
     t=$(now)
     $F "$cmd" "$p" 2>/dev/null
-    leader=$(timed "$t" $F wait leader --exclude "$p" --timeout 90)
-    writable=$(timed "$t" $F wait writable --exclude "$p" --timeout 30)
-    sync=$(timed "$t" $F wait sync --exclude "$p" --timeout 30)
+    leader=$(timed "$t" $F wait leader --exclude "$p" --timeout 90 --interval 0.1)
+    writable=$(timed "$t" $F wait writable --exclude "$p" --timeout 30 --interval 0.1)
+    sync=$(timed "$t" $F wait sync --exclude "$p" --timeout 30 --interval 0.1)
     newp=$($F primary || echo none)
     t=$(now)
     $F "$remedy" "$p" 2>/dev/null
-    back=$(timed "$t" $F wait full --timeout 600)
+    back=$(timed "$t" $F wait full --timeout 600 --interval 0.1)
     case "$leader$writable$sync$back" in *timeout*) fail=1 ;; esac
     sleep 3
     after=$($F primary || echo none)
@@ -66,7 +66,7 @@ partition_demote() {
     p=$($F primary)
     t=$(now)
     $F partition "$p" 2>/dev/null
-    demoted=$(timed "$t" $F wait demoted --site "$p" --timeout 60)
+    demoted=$(timed "$t" $F wait demoted --site "$p" --timeout 60 --interval 0.1)
     [ "$demoted" != timeout ] || fail=1
     echo "partition site $p: the isolated primary demoted itself after $demoted s"
     $F heal "$p" 2>/dev/null
