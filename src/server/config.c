@@ -6,13 +6,14 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/fb.h"
 
-typedef enum { K_INT, K_STR, K_LISTEN, K_REG, K_LOG } kind_t;
+typedef enum { K_INT, K_STR, K_LISTEN, K_REG, K_LOG, K_CONNINFO } kind_t;
 
 typedef struct {
     const char *key;
@@ -27,7 +28,22 @@ static const key_t_ keys[] = {
     {"listen", K_LISTEN, 0, 0, 0, "address:port to serve WebSocket (/ws) and HTTP on"},
     {"data_dir", K_STR, OFF(data_dir), 0, sizeof(((fb_config_t *)0)->data_dir),
      "folder of the embedded store (created if missing)"},
-    {"store", K_STR, OFF(store), 0, sizeof(((fb_config_t *)0)->store), "storage backend: sqlite"},
+    {"store", K_STR, OFF(store), 0, sizeof(((fb_config_t *)0)->store),
+     "storage backend: sqlite (one node, a file in data_dir) | postgres (pg_conninfo; several\n"
+     "# nodes, e.g. one per site, may share one database)"},
+    {"pg_conninfo", K_CONNINFO, OFF(pg_conninfo), 0, sizeof(((fb_config_t *)0)->pg_conninfo),
+     "postgres: libpq connection string of the write connection and the change feed. Name\n"
+     "# every site and let libpq find the primary, e.g.\n"
+     "# host=127.0.1.1,127.0.2.1,127.0.3.1 port=5432 dbname=firebreak user=firebreak\n"
+     "#   target_session_attrs=read-write connect_timeout=2 keepalives_idle=1\n"
+     "#   keepalives_interval=1 keepalives_count=3 tcp_user_timeout=5000\n"
+     "# Keep the password in a passfile (~/.pgpass or passfile=...), not here; the role must\n"
+     "# own the database (the node creates its tables and functions)"},
+    {"pg_read_conninfo", K_CONNINFO, OFF(pg_read_conninfo), 0,
+     sizeof(((fb_config_t *)0)->pg_read_conninfo),
+     "postgres: connection string of the io loops' reads (sync, history, tokens): this site's\n"
+     "# server, primary or standby, e.g. host=127.0.1.1 port=5432 dbname=firebreak\n"
+     "# user=firebreak; empty: pg_conninfo"},
     {"io_threads", K_INT, OFF(io_threads), 0, 64, "io loops; 0 = one per core"},
     {"registration", K_REG, 0, 0, 0,
      "open: anyone may register; closed: only `firebreak admin add-user`"},
@@ -105,12 +121,31 @@ int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err,
                 snprintf(err, errlen, "%s must be 1 to %lld characters", key, (long long)k->max - 1);
                 return FB_EINVAL;
             }
-            if (k->off == OFF(store) && strcmp(value, "sqlite") != 0) {
-                snprintf(err, errlen, "store must be sqlite");
+            if (k->off == OFF(store) && strcmp(value, "sqlite") != 0 &&
+                strcmp(value, "postgres") != 0) {
+                snprintf(err, errlen, "store must be sqlite or postgres");
                 return FB_EINVAL;
             }
             snprintf((char *)c + k->off, (size_t)k->max, "%s", value);
             return 0;
+        case K_CONNINFO: {
+            /* Empty is allowed (unset). libpq's own parse error could quote
+             * a piece of a password, so the message is ours. */
+            if (strlen(value) >= (size_t)k->max) {
+                snprintf(err, errlen, "%s must be at most %lld characters", key,
+                         (long long)k->max - 1);
+                return FB_EINVAL;
+            }
+            PQconninfoOption *opts = *value ? PQconninfoParse(value, NULL) : NULL;
+            if (*value && !opts) {
+                snprintf(err, errlen, "%s is not a libpq connection string (key=value ... or "
+                                      "postgresql://...)", key);
+                return FB_EINVAL;
+            }
+            PQconninfoFree(opts);
+            snprintf((char *)c + k->off, (size_t)k->max, "%s", value);
+            return 0;
+        }
         case K_LISTEN: {
             const char *colon = strrchr(value, ':');
             if (!colon || colon == value || (size_t)(colon - value) >= sizeof c->listen_host ||
@@ -159,7 +194,7 @@ int fb_config_load(fb_config_t *c, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return FB_EINVAL;
     }
-    char line[1024];
+    char line[2048];
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
@@ -183,25 +218,76 @@ int fb_config_load(fb_config_t *c, const char *path, char *err, size_t errlen)
     return rc;
 }
 
+int fb_config_check(const fb_config_t *c, char *err, size_t errlen)
+{
+    if (strcmp(c->store, "postgres") == 0 && !c->pg_conninfo[0]) {
+        snprintf(err, errlen, "store = postgres needs pg_conninfo");
+        return FB_EINVAL;
+    }
+    return 0;
+}
+
+/* libpq's quoting: 'value' with \ before ' and \. */
+static void append_quoted(fb_buf_t *b, const char *v)
+{
+    fb_buf_append(b, "'", 1);
+    for (; *v; v++) {
+        if (*v == '\'' || *v == '\\') fb_buf_append(b, "\\", 1);
+        fb_buf_append(b, v, 1);
+    }
+    fb_buf_append(b, "'", 1);
+}
+
+void fb_config_redact_conninfo(const char *conninfo, char *out, size_t n)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    bool secret = false;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) secret = true;
+    if (!opts || !secret) {
+        /* unparsable: say nothing of it rather than risk a password */
+        snprintf(out, n, "%s", opts ? conninfo : "(not a connection string)");
+        PQconninfoFree(opts);
+        return;
+    }
+    fb_buf_t b = {0};
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val) continue;
+        if (b.len) fb_buf_append(&b, " ", 1);
+        fb_buf_appendf(&b, "%s=", o->keyword);
+        append_quoted(&b, strcmp(o->keyword, "password") == 0 ? "redacted" : o->val);
+    }
+    fb_buf_append(&b, "", 1);
+    snprintf(out, n, "%s", b.data);
+    fb_buf_free(&b);
+    PQconninfoFree(opts);
+}
+
 void fb_config_print(const fb_config_t *c, void *file)
 {
     FILE *f = file;
     fprintf(f, "# Firebreak node configuration (every key, with the value in force)\n");
     for (size_t i = 0; i < FB_ARRAY_LEN(keys); i++) {
         const key_t_ *k = &keys[i];
-        fprintf(f, "\n# %s\n%s = ", k->doc, k->key);
+        fprintf(f, "\n# %s\n%s =", k->doc, k->key);
         switch (k->kind) {
         case K_INT:
             if (k->off == OFF(io_threads))
-                fprintf(f, "%d\n", c->io_threads);
+                fprintf(f, " %d\n", c->io_threads);
             else
-                fprintf(f, "%lld\n", (long long)*(const int64_t *)((const char *)c + k->off));
+                fprintf(f, " %lld\n", (long long)*(const int64_t *)((const char *)c + k->off));
             break;
-        case K_STR: fprintf(f, "%s\n", (const char *)c + k->off); break;
-        case K_LISTEN: fprintf(f, "%s:%d\n", c->listen_host, c->listen_port); break;
-        case K_REG: fprintf(f, "%s\n", c->registration_open ? "open" : "closed"); break;
+        case K_STR: fprintf(f, " %s\n", (const char *)c + k->off); break;
+        case K_CONNINFO: {
+            char safe[2048];
+            fb_config_redact_conninfo((const char *)c + k->off, safe, sizeof safe);
+            fprintf(f, "%s%s\n", *safe ? " " : "", safe);
+            break;
+        }
+        case K_LISTEN: fprintf(f, " %s:%d\n", c->listen_host, c->listen_port); break;
+        case K_REG: fprintf(f, " %s\n", c->registration_open ? "open" : "closed"); break;
         case K_LOG:
-            fprintf(f, "%s\n", (const char *[]){"debug", "info", "warn", "error", "off"}[c->log_level]);
+            fprintf(f, " %s\n", (const char *[]){"debug", "info", "warn", "error", "off"}[c->log_level]);
             break;
         }
     }

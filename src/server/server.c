@@ -379,6 +379,8 @@ int fb_server_main(int argc, char **argv)
     fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
     s->store_cfg.kind = s->cfg.store;
     s->store_cfg.path = s->db_path;
+    s->store_cfg.conninfo = s->cfg.pg_conninfo;
+    s->store_cfg.read_conninfo = s->cfg.pg_read_conninfo;
     if (fb_store_open(&s->store_cfg, &s->wstore)) {
         FB_ERROR("server", "cannot open the store at %s", s->db_path);
         goto out;

@@ -10,7 +10,18 @@
 
 static const fb_store_ops_t *const backends[] = {
     &fb_store_sqlite_ops,
+    &fb_store_pg_ops,
 };
+
+static const fb_store_ops_t *backend_of(const fb_store_config_t *cfg)
+{
+    /* An unset kind means the default backend, so a config file may omit it. */
+    const char *kind = cfg->kind && *cfg->kind ? cfg->kind : "sqlite";
+    for (size_t i = 0; i < FB_ARRAY_LEN(backends); i++)
+        if (strcmp(backends[i]->kind, kind) == 0) return backends[i];
+    FB_ERROR("store", "unknown store kind=%s", kind);
+    return NULL;
+}
 
 /* ---- lifetime ---- */
 
@@ -19,12 +30,8 @@ static int store_open(const fb_store_config_t *cfg, bool reader, fb_store_t **ou
     if (!out) return FB_EINVAL;
     *out = NULL;
     if (!cfg) return FB_EINVAL;
-    /* An unset kind means the default backend, so a config file may omit it. */
-    const char *kind = cfg->kind && *cfg->kind ? cfg->kind : "sqlite";
-    for (size_t i = 0; i < FB_ARRAY_LEN(backends); i++)
-        if (strcmp(backends[i]->kind, kind) == 0) return backends[i]->open(cfg, reader, out);
-    FB_ERROR("store", "unknown store kind=%s", kind);
-    return FB_EINVAL;
+    const fb_store_ops_t *ops = backend_of(cfg);
+    return ops ? ops->open(cfg, reader, out) : FB_EINVAL;
 }
 
 int fb_store_open(const fb_store_config_t *cfg, fb_store_t **out)
@@ -252,6 +259,137 @@ int fb_store_rooms_for_user(fb_store_t *s, int64_t user_id, fb_room_summary_t **
     *out = NULL;
     *n = 0;
     return s->ops->rooms_for_user(s, user_id, out, n);
+}
+
+/* ---- sends in bulk ---- */
+
+/* One item the way every backend must treat it (store.h), from the single
+ * calls: the membership row is the authority, a retry is answered from its
+ * original even after its sender left the room. Returns an error of the
+ * whole call only. */
+static int send_one(fb_store_t *s, fb_send_t *it)
+{
+    fb_member_t me = {0};
+    fb_event_t old = {0};
+    int rc = s->ops->member_get(s, it->room_id, it->actor_id, &me);
+    bool member = rc == 0 && me.left_seq == 0;
+    int64_t read_seq = me.read_seq;
+    fb_member_clear(&me);
+    if (rc && rc != FB_ENOTFOUND) return rc;
+    if (member) {
+        fb_event_t ev = {.room_id = it->room_id,
+                         .ts_ms = it->ts_ms,
+                         .kind = FB_EV_TEXT,
+                         .actor_id = it->actor_id,
+                         .actor_device = it->actor_device,
+                         .cmid = (char *)it->cmid,
+                         .text = (char *)it->text};
+        rc = s->ops->event_append(s, &ev);
+        if (rc == 0) {
+            bool advanced;
+            rc = s->ops->read_marker_set(s, it->room_id, it->actor_id, ev.seq, &advanced);
+            if (rc) return rc;
+            it->seq = ev.seq;
+            it->old_read_seq = read_seq;
+            return 0;
+        }
+        if (rc != FB_EEXIST) return rc;
+    }
+    rc = s->ops->event_by_cmid(s, it->actor_device, it->cmid, &old);
+    if (rc == FB_ENOTFOUND) {
+        /* not a retry, and not a member (the append found no duplicate) */
+        if (member) return FB_EINTERNAL;
+        it->err = FB_ENOTMEMBER;
+        return 0;
+    }
+    if (rc) return rc;
+    it->err = FB_EEXIST;
+    it->room_id = old.room_id;
+    it->seq = old.seq;
+    it->ts_ms = old.ts_ms;
+    fb_event_clear(&old);
+    return 0;
+}
+
+int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n)
+{
+    if (n && !items) return FB_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i].cmid || !items[i].text) return FB_EINVAL;
+        items[i].err = 0;
+        items[i].seq = 0;
+        items[i].old_read_seq = 0;
+    }
+    if (n == 0) return 0;
+    if (s->ops->send_many) return s->ops->send_many(s, items, n);
+    for (size_t i = 0; i < n; i++) {
+        int rc = send_one(s, &items[i]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* ---- the change feed ---- */
+
+int fb_store_announce(fb_store_t *s, const char *origin, const fb_change_t *changes, size_t n)
+{
+    if (!origin || (n && !changes)) return FB_EINVAL;
+    /* The origin is the first word of a notification: one word, printable. */
+    size_t len = strlen(origin);
+    if (len == 0 || len > 64) return FB_EINVAL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)origin[i] <= ' ' || origin[i] == 0x7f) return FB_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (changes[i].room_id <= 0 || changes[i].from_seq < 0 ||
+            changes[i].from_seq > changes[i].to_seq)
+            return FB_EINVAL;
+    if (n == 0 || !s->ops->announce) return 0;
+    return s->ops->announce(s, origin, changes, n);
+}
+
+int fb_store_rooms_last_seq(fb_store_t *s, fb_change_t *known, size_t n)
+{
+    if (n && !known) return FB_EINVAL;
+    if (n == 0) return 0;
+    return s->ops->rooms_last_seq(s, known, n);
+}
+
+int fb_feed_open(const fb_store_config_t *cfg, fb_feed_t **out)
+{
+    if (!out) return FB_EINVAL;
+    *out = NULL;
+    if (!cfg) return FB_EINVAL;
+    const fb_store_ops_t *ops = backend_of(cfg);
+    if (!ops) return FB_EINVAL;
+    if (!ops->feed_open) {
+        FB_ERROR("store", "store kind=%s has one node only: it has no change feed", ops->kind);
+        return FB_EINVAL;
+    }
+    return ops->feed_open(cfg, out);
+}
+
+void fb_feed_close(fb_feed_t *f)
+{
+    if (f) f->ops->feed_close(f);
+}
+
+int fb_feed_fd(fb_feed_t *f)
+{
+    return f->ops->feed_fd(f);
+}
+
+int fb_feed_poll(fb_feed_t *f, fb_feed_cb cb, void *ud, bool *reconnected)
+{
+    bool ignored;
+    if (!reconnected) reconnected = &ignored;
+    *reconnected = false;
+    if (!cb) return FB_EINVAL;
+    return f->ops->feed_poll(f, cb, ud, reconnected);
+}
+
+fb_store_t *fb_feed_store(fb_feed_t *f)
+{
+    return f->ops->feed_store(f);
 }
 
 /* ---- freeing what reads return ----

@@ -15,6 +15,11 @@ struct fb_store {
     const fb_store_ops_t *ops;
 };
 
+/* Likewise for a change feed (only backends shared by several nodes). */
+struct fb_feed {
+    const fb_store_ops_t *ops;
+};
+
 /* One entry per fb_store_* function of store.h, with the same contract.
  * store.c has already checked the arguments it can check without a backend
  * (non-NULL outputs, non-negative limits). */
@@ -66,8 +71,26 @@ struct fb_store_ops {
     int (*read_marker_set)(fb_store_t *s, int64_t room_id, int64_t user_id, int64_t seq,
                            bool *advanced);
     int (*rooms_for_user)(fb_store_t *s, int64_t user_id, fb_room_summary_t **out, size_t *n);
+
+    /* Optional: NULL makes store.c run the generic send_many (member_get,
+     * event_append, event_by_cmid, read_marker_set per item). A backend that
+     * can do the run in one round trip provides it. items[i].err, seq and
+     * old_read_seq are zeroed by store.c before the call. */
+    int (*send_many)(fb_store_t *s, fb_send_t *items, size_t n);
+    /* Optional: NULL makes announce a no-op (a store with one node only).
+     * origin has been checked: 1..64 bytes, no space or control character. */
+    int (*announce)(fb_store_t *s, const char *origin, const fb_change_t *changes, size_t n);
+    int (*rooms_last_seq)(fb_store_t *s, fb_change_t *known, size_t n);
+
+    /* Optional, all or none: NULL feed_open gives FB_EINVAL. */
+    int (*feed_open)(const fb_store_config_t *cfg, fb_feed_t **out);
+    void (*feed_close)(fb_feed_t *f);
+    int (*feed_fd)(fb_feed_t *f);
+    int (*feed_poll)(fb_feed_t *f, fb_feed_cb cb, void *ud, bool *reconnected);
+    fb_store_t *(*feed_store)(fb_feed_t *f);
 };
 
 extern const fb_store_ops_t fb_store_sqlite_ops;
+extern const fb_store_ops_t fb_store_pg_ops;
 
 #endif

@@ -128,7 +128,8 @@ int fb_tool_admin_main(int argc, char **argv)
         return 2;
     }
     fb_config_db_path(&cfg, path, sizeof path);
-    fb_store_config_t sc = {.kind = cfg.store, .path = path};
+    fb_store_config_t sc = {.kind = cfg.store, .path = path, .conninfo = cfg.pg_conninfo,
+                            .read_conninfo = cfg.pg_read_conninfo};
     fb_store_t *st;
     if (fb_store_open(&sc, &st)) {
         fprintf(stderr, "firebreak admin: cannot open the store at %s\n", path);

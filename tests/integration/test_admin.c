@@ -20,39 +20,18 @@
 #define IO_MS 5000
 static const char PASSWORD[] = "Correct-Horse-Battery-9417";
 
-/* Runs `firebreak admin --data-dir DIR ARGS` with `input` on stdin; exit status. */
+/* Runs `firebreak admin --config CONF --data-dir DIR ARGS` with `input` on
+ * stdin (the node's own config names its store); exit status. */
 static int admin(const fb_test_node_t *n, const char *args, const char *input)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s admin --data-dir %s/data %s > %s/admin.out 2>&1", fb_test_bin(),
-             n->dir, args, n->dir);
+    snprintf(cmd, sizeof cmd, "%s admin --config %s --data-dir %s/data %s > %s/admin.out 2>&1",
+             fb_test_bin(), n->conf, n->dir, args, n->dir);
     FILE *p = popen(cmd, "w");
     assert_non_null(p);
     if (input) fputs(input, p);
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static bool file_contains(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    size_t n = strlen(needle), cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    bool found = false;
-    size_t got;
-    /* Overlapping reads, so that a match across two reads is not missed. */
-    while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (memmem(buf, len, needle, n)) found = true;
-        if (len > n) {
-            memmove(buf, buf + len - n, n);
-            len = n;
-        }
-    }
-    free(buf);
-    fclose(f);
-    return found;
 }
 
 static fb_client_t *connect_as(uv_loop_t *loop, const char *addr, const char *user,
@@ -97,8 +76,8 @@ static void test_closed_registration_and_add_user(void **state)
     assert_int_equal(admin(&n, "users", NULL), 0);
     char out[300];
     snprintf(out, sizeof out, "%s/admin.out", n.dir);
-    assert_true(file_contains(out, "carol"));
-    assert_false(file_contains(out, "dave"));
+    assert_true(fb_test_file_contains(out, "carol"));
+    assert_false(fb_test_file_contains(out, "dave"));
 
     /* carol logs in and chats with herself in a group */
     fb_client_t *carol = connect_as(&loop, n.addr, "carol", PASSWORD, &rc);
@@ -112,17 +91,23 @@ static void test_closed_registration_and_add_user(void **state)
     assert_int_equal(rc, FB_EBADCRED);
     fb_client_free_sync(wrong);
 
-    /* the password is nowhere in the clear: database, WAL, node log */
+    /* the password is nowhere in the clear: the store on disk, node log */
     assert_int_equal(fb_test_node_stop(&n, SIGTERM), 0);
-    const char *files[] = {"data/firebreak.db", "data/firebreak.db-wal", "node.log", "admin.out"};
+    const char *files[] = {"node.log", "admin.out"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[400];
         snprintf(path, sizeof path, "%s/%s", n.dir, files[i]);
-        if (file_contains(path, PASSWORD)) fail_msg("the password is in the clear in %s", path);
+        if (fb_test_file_contains(path, PASSWORD))
+            fail_msg("the password is in the clear in %s", path);
     }
-    char db[400];
-    snprintf(db, sizeof db, "%s/data/firebreak.db", n.dir);
-    assert_true(file_contains(db, "$argon2id$")); /* what is stored instead */
+    assert_int_equal(fb_test_node_store_contains(&n, PASSWORD), 0);
+    /* what is stored instead, found by the same search */
+    char hash[256];
+    assert_int_equal(fb_test_node_query(&n, "SELECT pwhash FROM users WHERE name = 'carol'", hash,
+                                        sizeof hash),
+                     0);
+    assert_int_equal(strncmp(hash, "$argon2id$", 10), 0);
+    assert_int_equal(fb_test_node_store_contains(&n, hash), 1);
     uv_loop_close(&loop);
     fb_test_node_cleanup(&n);
 }

@@ -16,7 +16,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1045,21 +1044,9 @@ static void test_sync_cursors(void **state)
 
 static void set_expiry(fx_t *fx, int64_t device, int64_t expires_ms)
 {
-    char path[400];
-    snprintf(path, sizeof path, "%s/data/firebreak.db", fx->node.dir);
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *st = NULL;
+    const int64_t v[] = {expires_ms, device};
     assert_int_equal(
-        sqlite3_prepare_v2(db, "UPDATE devices SET expires_ms = ? WHERE id = ?", -1, &st, NULL),
-        SQLITE_OK);
-    sqlite3_bind_int64(st, 1, expires_ms);
-    sqlite3_bind_int64(st, 2, device);
-    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
-    assert_int_equal(sqlite3_changes(db), 1);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+        fb_test_node_sql(&fx->node, "UPDATE devices SET expires_ms = $1 WHERE id = $2", v, 2), 1);
 }
 
 /* A fresh connection: hello (with a token when given), then `frame`. */

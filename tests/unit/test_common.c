@@ -775,6 +775,67 @@ static void test_config_print_roundtrip(void **state)
     rmdir(dir);
 }
 
+/* The store keys: the backend, its connection strings (checked, never
+ * printed with a password), and what a chosen backend needs. */
+static void test_config_store_keys(void **state)
+{
+    fb_config_t c;
+    char err[256] = "";
+    fb_config_defaults(&c);
+    assert_string_equal(c.pg_conninfo, "");
+    assert_string_equal(c.pg_read_conninfo, "");
+    assert_int_equal(fb_config_check(&c, err, sizeof err), 0);
+    SET_OK(&c, "store", "postgres");
+    assert_int_equal(fb_config_check(&c, err, sizeof err), FB_EINVAL);
+    assert_non_null(strstr(err, "pg_conninfo"));
+    const char *multi = "host=127.0.1.1,127.0.2.1,127.0.3.1 port=5432 dbname=firebreak"
+                        " user=firebreak target_session_attrs=read-write connect_timeout=2";
+    SET_OK(&c, "pg_conninfo", multi);
+    assert_string_equal(c.pg_conninfo, multi);
+    assert_int_equal(fb_config_check(&c, err, sizeof err), 0);
+    SET_OK(&c, "pg_read_conninfo", "postgresql://firebreak@127.0.1.1/firebreak");
+    SET_OK(&c, "pg_read_conninfo", ""); /* back to "use pg_conninfo" */
+    assert_string_equal(c.pg_read_conninfo, "");
+    /* a broken string is refused without quoting it (it may hold a password) */
+    set_bad(&c, "pg_conninfo", "host=x password='s3cret", "pg_conninfo");
+    assert_int_equal(fb_config_set(&c, "pg_conninfo", "host=x password='s3cret", err, sizeof err),
+                     FB_EINVAL);
+    assert_null(strstr(err, "s3cret"));
+    assert_string_equal(c.pg_conninfo, multi);
+
+    /* printed: the password redacted, everything else kept */
+    char out[512];
+    fb_config_redact_conninfo("host=db password=s3cret user=u", out, sizeof out);
+    assert_null(strstr(out, "s3cret"));
+    assert_non_null(strstr(out, "password='redacted'"));
+    assert_non_null(strstr(out, "host='db'"));
+    assert_non_null(strstr(out, "user='u'"));
+    fb_config_redact_conninfo("postgresql://u:s3cret@db/x", out, sizeof out);
+    assert_null(strstr(out, "s3cret"));
+    fb_config_redact_conninfo(multi, out, sizeof out);
+    assert_string_equal(out, multi); /* no password: as given */
+
+    char dir[] = "/tmp/fb_common_test_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/printed.conf", dir);
+    SET_OK(&c, "pg_read_conninfo", "host=127.0.1.1 password=s3cret dbname=firebreak");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fb_config_print(&c, f);
+    fclose(f);
+    fb_config_t b;
+    fb_config_defaults(&b);
+    int rc = fb_config_load(&b, path, err, sizeof err);
+    if (rc) fail_msg("printed config does not load: %s", err);
+    assert_string_equal(b.store, "postgres");
+    assert_string_equal(b.pg_conninfo, multi);
+    assert_null(strstr(b.pg_read_conninfo, "s3cret"));
+    assert_non_null(strstr(b.pg_read_conninfo, "dbname='firebreak'"));
+    unlink(path);
+    rmdir(dir);
+}
+
 /* ---- auth ---- */
 
 static void test_auth_password(void **state)
@@ -908,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_config_refusal_changes_nothing),
         cmocka_unit_test(test_config_load),
         cmocka_unit_test(test_config_print_roundtrip),
+        cmocka_unit_test(test_config_store_keys),
         cmocka_unit_test(test_auth_password),
         cmocka_unit_test(test_auth_tokens),
         cmocka_unit_test(test_unread_for),
