@@ -171,7 +171,8 @@ def check(snap, want, exclude, nodes, site=None):
     writable: and PostgreSQL has a synchronous standby streaming (commits complete)
     sync:     and Patroni's sync key names that standby (failover-ready)
     full:     and every live site streams, its etcd member is healthy (and its node answers)
-    demoted:  site --site answers and its PostgreSQL is no longer a primary"""
+    demoted:  site --site answers and its PostgreSQL is no longer a primary
+    replayed: leader, and every live replica has replayed all the primary has written"""
     if want == "demoted":
         s = snap["sites"][site - 1]
         if s["pg_state"] is None:
@@ -186,6 +187,11 @@ def check(snap, want, exclude, nodes, site=None):
     if snap["sites"][ld - 1]["role"] != "leader":
         return "site %d holds the key but is not running as primary" % ld
     if want == "leader":
+        return None
+    if want == "replayed":
+        for s in live:
+            if s["site"] != ld and s.get("lag_bytes", {}).get("replayed") != 0:
+                return "site %d has not replayed everything the primary wrote" % s["site"]
         return None
     syncs = [s for s in live if s.get("replication", {}).get("sync_state") == "sync"
              and s["replication"].get("state") == "streaming"]
@@ -288,7 +294,7 @@ def main():
     st = sub.add_parser("status")
     st.add_argument("--json", action="store_true")
     w = sub.add_parser("wait")
-    w.add_argument("want", choices=("leader", "writable", "sync", "full", "demoted"))
+    w.add_argument("want", choices=("leader", "writable", "sync", "full", "demoted", "replayed"))
     w.add_argument("--site", type=int, choices=SITES, help="the site `demoted` watches")
     w.add_argument("--exclude", default="", help="comma-separated sites left out (dead ones)")
     w.add_argument("--nodes", action="store_true", help="full also needs every node's /health")

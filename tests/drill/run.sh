@@ -10,7 +10,8 @@
 # usage: tests/drill/run.sh     (as root, after make)
 #   env: FIREBREAK_BIN (build/firebreak), DRILL_DURATION (60), DRILL_FAULT_AT (15),
 #        DRILL_HEAL_AFTER (20: seconds after the fault), DRILL_OUT (build/drill),
-#        FBCLUSTER_DIR (/tmp/fbcluster-drill), FBCLUSTER_UP_ARGS (extra words for up)
+#        FBCLUSTER_DIR (/tmp/fbcluster-drill), FBCLUSTER_UP_ARGS (extra words for up),
+#        DRILL_ARGS (extra words for firebreak drill, e.g. "--rate 1000 --rooms 16")
 # SPDX-License-Identifier: MIT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,6 +53,7 @@ F=$PWD/$F   # the drill runs the fault and heal commands through /bin/sh
 # the drill started (the fault command checks, at fault time, that P still
 # holds it, and fails the drill with exit 6 if not); REMEDY P follows
 # HEAL_AFTER s after the fault, under load, so the rejoin is drilled too.
+# shellcheck disable=SC2086  # DRILL_ARGS: extra words on purpose
 drill() {
     local name=$1 fault=$2 remedy=$3 p
     p=$($F primary)
@@ -60,7 +62,7 @@ drill() {
         --fault-at "${FAULT_AT}s" --fault-site "$p" \
         --fault-cmd "test \"\$($F primary)\" = $p && $F $fault $p" \
         --heal-cmd "$F $remedy $p" --heal-at "+${HEAL_AFTER}s" --cmd-timeout 180s \
-        --json "$OUT/$name.json" --quiet
+        --json "$OUT/$name.json" --quiet ${DRILL_ARGS:-}
     # the next drill starts from three whole sites
     $F wait full --timeout 120 >/dev/null || { say "the cluster is not whole after $name"; exit 1; }
 }
