@@ -17,6 +17,7 @@ static void usage(FILE *f)
                "  chat      the terminal client, interactive or scripted (firebreak chat --help)\n"
                "  admin     operator commands on a node's store (firebreak admin --help)\n"
                "  drill     fault drill: load, a fault, then check nothing acked was lost\n"
+               "  bench     the load generator and the machine's limits (firebreak bench --help)\n"
                "  version   print the version\n",
             FB_VERSION);
 }
@@ -33,6 +34,7 @@ int main(int argc, char **argv)
     if (strcmp(verb, "chat") == 0) return fb_tool_chat_main(argc - 1, argv + 1);
     if (strcmp(verb, "admin") == 0) return fb_tool_admin_main(argc - 1, argv + 1);
     if (strcmp(verb, "drill") == 0) return fb_tool_drill_main(argc - 1, argv + 1);
+    if (strcmp(verb, "bench") == 0) return fb_tool_bench_main(argc - 1, argv + 1);
     if (strcmp(verb, "version") == 0 || strcmp(verb, "--version") == 0) {
         printf("firebreak %s (protocol %d)\n", FB_VERSION, FB_PROTOCOL_VERSION);
         return 0;

@@ -26,6 +26,7 @@ if [ -f "$pidfile" ]; then
       echo "pg-down: postmaster $pid did not stop; sending SIGQUIT" >&2
       kill -QUIT "$pid" 2>/dev/null
       sleep 1
+      alive && kill -KILL "$pid" 2>/dev/null
     fi
   fi
 fi

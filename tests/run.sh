@@ -7,8 +7,9 @@
 # second time with its nodes on PostgreSQL (FIREBREAK_TEST_STORE=postgres).
 # usage: tests/run.sh BUILD_DIR    (e.g. build or build-san)
 # FIREBREAK_TEST_PG="conninfo" uses a server of yours instead (each test
-# makes and drops databases fbt_* on it); FIREBREAK_TEST_PG=off skips
-# PostgreSQL altogether (said loudly, for a machine without it).
+# makes and drops databases fbt_* on it; FIREBREAK_TEST_PG_DIR=its folder
+# lets test_admin search its WAL for a password); FIREBREAK_TEST_PG=off
+# skips PostgreSQL altogether (said loudly, for a machine without it).
 # SPDX-License-Identifier: MIT
 set -u
 BUILD=${1:-build}

@@ -45,6 +45,13 @@ struct fb_writer {
     atomic_bool stopping;
     fb_map_t members; /* room id -> fb_snap_t* (current members) */
     fb_wreq_t **batch;
+    fb_send_t *sends;     /* a run of sends of the batch, for fb_store_send_many */
+    struct appended {     /* every event appended in the batch, for the announcement */
+        int64_t room, seq;
+        const fb_wreq_t *by;
+    } *appended;
+    size_t n_appended, cap_appended;
+    fb_change_t *changes; /* per room: the seq range the batch committed */
     int64_t last_ts;
     fb_writer_stats_t stats;
 };
@@ -116,7 +123,7 @@ static fb_snap_t *snap_retain(fb_snap_t *s)
     return s;
 }
 
-static fb_snap_t *snap_alloc(size_t n)
+fb_snap_t *fb_snap_alloc(size_t n)
 {
     fb_snap_t *s = fb_malloc(sizeof *s + n * sizeof(int64_t));
     atomic_init(&s->refs, 1);
@@ -172,7 +179,7 @@ static int members_of(fb_writer_t *w, int64_t room, fb_snap_t **out)
         size_t n;
         int rc = fb_store_members_list(w->store, room, &ms, &n);
         if (rc) return rc;
-        s = snap_alloc(n);
+        s = fb_snap_alloc(n);
         for (size_t i = 0; i < n; i++) s->ids[i] = ms[i].user_id;
         fb_members_free(ms, n);
         qsort(s->ids, s->n, sizeof s->ids[0], cmp_i64);
@@ -185,7 +192,7 @@ static int members_of(fb_writer_t *w, int64_t room, fb_snap_t **out)
 /* Copy-on-write: the cached snapshot of room with uid added or removed. */
 static fb_snap_t *snap_change(fb_writer_t *w, int64_t room, fb_snap_t *old, int64_t uid, bool add)
 {
-    fb_snap_t *s = snap_alloc(old->n + (add ? 1 : 0));
+    fb_snap_t *s = fb_snap_alloc(old->n + (add ? 1 : 0));
     size_t k = 0;
     for (size_t i = 0; i < old->n; i++)
         if (old->ids[i] != uid) s->ids[k++] = old->ids[i];
@@ -240,17 +247,38 @@ static void trim_pushes(fb_wreq_t *r)
 
 /* ---- helpers of the handlers ---- */
 
+static void reject(fb_writer_t *w, fb_wreq_t *r, int err)
+{
+    r->err = err;
+    drop_pushes(r);
+    cache_drop(w, r->room_id);
+    cache_drop(w, r->r_room);
+}
+
+
 static int fail(fb_wreq_t *r, int err, const char *fmt, const char *arg)
 {
     snprintf(r->err_msg, sizeof r->err_msg, fmt, arg);
     return err;
 }
 
+static void note_appended(fb_writer_t *w, const fb_wreq_t *r, int64_t room, int64_t seq)
+{
+    if (w->n_appended == w->cap_appended) {
+        w->cap_appended = w->cap_appended ? 2 * w->cap_appended : 256;
+        w->appended = fb_realloc(w->appended, w->cap_appended * sizeof *w->appended);
+        w->changes = fb_realloc(w->changes, w->cap_appended * sizeof *w->changes);
+    }
+    w->appended[w->n_appended++] = (struct appended){room, seq, r};
+}
+
 static int append(fb_writer_t *w, fb_wreq_t *r, fb_event_t *ev)
 {
     ev->ts_ms = w->last_ts;
     ev->actor_name = r->user_name;
-    return fb_store_event_append(w->store, ev);
+    int rc = fb_store_event_append(w->store, ev);
+    if (!rc) note_appended(w, r, ev->room_id, ev->seq);
+    return rc;
 }
 
 static int user_named(fb_writer_t *w, fb_wreq_t *r, const char *name, fb_user_t *u)
@@ -343,7 +371,7 @@ static int h_direct(fb_writer_t *w, fb_wreq_t *r)
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, r->user_id, FB_ROLE_MEMBER, ev.seq);
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, peer.id, FB_ROLE_MEMBER, ev.seq);
     if (rc) goto cleanup;
-    snap = snap_alloc(2);
+    snap = fb_snap_alloc(2);
     snap->ids[0] = FB_MIN(peer.id, r->user_id);
     snap->ids[1] = FB_MAX(peer.id, r->user_id);
     cache_set(w, r->r_room, snap);
@@ -364,7 +392,7 @@ static int h_group(fb_writer_t *w, fb_wreq_t *r)
     if (!rc) rc = append(w, r, &ev);
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, r->user_id, FB_ROLE_OWNER, ev.seq);
     if (rc) return rc;
-    fb_snap_t *snap = snap_alloc(1);
+    fb_snap_t *snap = fb_snap_alloc(1);
     snap->ids[0] = r->user_id;
     cache_set(w, r->r_room, snap);
     push_event(w, r, &ev, snap, 0, -1);
@@ -488,53 +516,53 @@ static int h_rename(fb_writer_t *w, fb_wreq_t *r)
     return rc;
 }
 
-/* A retry of a send this device made before: answer with the original. */
-static int answer_retry(fb_writer_t *w, fb_wreq_t *r)
+/* A run of consecutive sends goes to the store in one call: the store checks
+ * membership and (device, cmid) uniqueness itself, inside the transaction,
+ * so that its answer holds even when other nodes write the same rooms. The
+ * membership cache only chooses the recipients of the pushes. */
+static int run_sends(fb_writer_t *w, fb_wreq_t **reqs, size_t n)
 {
-    fb_event_t old = {0};
-    int rc = fb_store_event_by_cmid(w->store, r->device_id, r->cmid, &old);
-    if (rc) return rc;
-    r->r_room = old.room_id;
-    r->r_seq = old.seq;
-    r->r_ts = old.ts_ms;
-    r->r_duplicate = true;
-    fb_event_clear(&old);
-    return 0;
-}
-
-/* The unique (device, cmid) index is the idempotency check: the append
- * itself says FB_EEXIST for a retry, so a new message costs no lookup. */
-static int h_send(fb_writer_t *w, fb_wreq_t *r)
-{
-    fb_snap_t *snap;
-    fb_member_t me = {0};
-    int rc = members_of(w, r->room_id, &snap);
-    if (rc) return rc;
-    if (!snap_has(snap, r->user_id)) {
-        /* a retry is answered even after its sender left the room */
-        rc = answer_retry(w, r);
-        return rc == FB_ENOTFOUND ? FB_ENOTMEMBER : rc;
+    for (size_t i = 0; i < n; i++) {
+        const fb_wreq_t *r = reqs[i];
+        w->sends[i] = (fb_send_t){.room_id = r->room_id, .actor_id = r->user_id,
+                                  .actor_device = r->device_id, .ts_ms = w->last_ts,
+                                  .cmid = r->cmid, .text = r->text};
     }
-    if ((rc = fb_store_member_get(w->store, r->room_id, r->user_id, &me))) return rc;
-    fb_event_t ev = {.room_id = r->room_id, .kind = FB_EV_TEXT, .actor_id = r->user_id,
-                     .actor_device = r->device_id, .cmid = r->cmid, .text = r->text};
-    bool advanced;
-    rc = append(w, r, &ev);
-    if (rc == FB_EEXIST) {
-        fb_member_clear(&me);
-        return answer_retry(w, r);
-    }
-    /* Sending marks the room read up to the new message. */
-    if (!rc) rc = fb_store_read_marker_set(w->store, r->room_id, r->user_id, ev.seq, &advanced);
-    if (!rc) {
+    int rc = fb_store_send_many(w->store, w->sends, n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        fb_wreq_t *r = reqs[i];
+        const fb_send_t *it = &w->sends[i];
+        if (it->err == FB_EEXIST) {
+            /* a retry: answered from the stored original, nothing appended */
+            r->r_room = it->room_id;
+            r->r_seq = it->seq;
+            r->r_ts = it->ts_ms;
+            r->r_duplicate = true;
+            continue;
+        }
+        if (it->err) {
+            reject(w, r, it->err);
+            continue;
+        }
+        note_appended(w, r, r->room_id, it->seq);
         r->r_room = r->room_id;
-        r->r_seq = ev.seq;
-        r->r_ts = ev.ts_ms;
+        r->r_seq = it->seq;
+        r->r_ts = it->ts_ms;
+        fb_snap_t *snap;
+        if ((rc = members_of(w, r->room_id, &snap))) break;
+        if (!snap_has(snap, r->user_id)) {
+            /* the store says member: another node added them since we cached */
+            cache_drop(w, r->room_id);
+            if ((rc = members_of(w, r->room_id, &snap))) break;
+        }
+        fb_event_t ev = {.room_id = r->room_id, .seq = it->seq, .ts_ms = it->ts_ms,
+                         .kind = FB_EV_TEXT, .actor_id = r->user_id, .actor_device = r->device_id,
+                         .cmid = r->cmid, .text = r->text, .actor_name = r->user_name};
         /* Everyone else is a current member who joined before it. */
-        push_event(w, r, &ev, snap, 0, (int64_t)snap->n - 1);
-        if (me.read_seq < ev.seq - 1) push_read(w, r, r->room_id, snap, ev.seq);
+        push_event(w, r, &ev, snap, 0, snap->n > 0 ? (int64_t)snap->n - 1 : 0);
+        /* Sending marked the room read up to the new message. */
+        if (it->old_read_seq < it->seq - 1) push_read(w, r, r->room_id, snap, it->seq);
     }
-    fb_member_clear(&me);
     return rc;
 }
 
@@ -570,30 +598,90 @@ static int handle(fb_writer_t *w, fb_wreq_t *r)
     case FB_W_LEAVE: return h_leave(w, r);
     case FB_W_KICK: return h_kick(w, r);
     case FB_W_RENAME: return h_rename(w, r);
-    case FB_W_SEND: return h_send(w, r);
     case FB_W_READ: return h_read(w, r);
+    case FB_W_SEND:   /* in runs: run_sends */
+    case FB_W_FORGET: /* no store work: run_batch */
+        break;
     }
     return FB_EINTERNAL;
 }
 
 /* ---- the batch ---- */
 
-static void reject(fb_writer_t *w, fb_wreq_t *r, int err)
+/* BEGIN, waiting out a failover: while the store is unreachable the batch
+ * (and everything queued behind it) is held for up to hold_ms, so that a
+ * promotion elsewhere costs clients a pause, not an error. */
+static int begin_held(fb_writer_t *w)
 {
-    r->err = err;
-    drop_pushes(r);
-    cache_drop(w, r->room_id);
-    cache_drop(w, r->r_room);
+    int rc = fb_store_begin(w->store);
+    if (rc != FB_EUNAVAIL || w->opts.hold_ms <= 0) return rc;
+    uint64_t t0 = fb_mono_ns(), deadline = t0 + (uint64_t)w->opts.hold_ms * 1000000u;
+    atomic_store(&w->stats.store_down, true);
+    atomic_fetch_add(&w->stats.holds, 1);
+    FB_WARN("writer", "store unavailable: holding writes for up to %lld ms",
+            (long long)w->opts.hold_ms);
+    while (rc == FB_EUNAVAIL && fb_mono_ns() < deadline && !atomic_load(&w->stopping)) {
+        uv_sleep(100);
+        rc = fb_store_begin(w->store);
+    }
+    uint64_t held = fb_mono_ns() - t0;
+    atomic_fetch_add(&w->stats.hold_ns_total, held);
+    atomic_store(&w->stats.store_down, rc != 0);
+    if (rc)
+        FB_ERROR("writer", "store still unavailable after %llu ms: refusing the batch",
+                 (unsigned long long)(held / 1000000u));
+    else
+        FB_INFO("writer", "store back after %llu ms", (unsigned long long)(held / 1000000u));
+    return rc;
+}
+
+/* Tells the other nodes (through the store) which seqs each room got in
+ * this batch, counting only requests that were not rolled back. A room's
+ * committed seqs of one transaction are contiguous: its row stays locked. */
+static int announce(fb_writer_t *w)
+{
+    if (!w->n_appended || !w->opts.origin) return 0; /* no origin: a node on its own */
+    fb_map_t rooms; /* room -> index + 1 in w->changes */
+    fb_map_init(&rooms);
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_appended; i++) {
+        const struct appended *a = &w->appended[i];
+        if (a->by->err) continue;
+        uintptr_t k = (uintptr_t)fb_map_get(&rooms, a->room);
+        if (!k) {
+            w->changes[n] = (fb_change_t){a->room, a->seq, a->seq};
+            fb_map_put(&rooms, a->room, (void *)(uintptr_t)++n);
+            continue;
+        }
+        fb_change_t *c = &w->changes[k - 1];
+        c->from_seq = FB_MIN(c->from_seq, a->seq);
+        c->to_seq = FB_MAX(c->to_seq, a->seq);
+    }
+    fb_map_free(&rooms);
+    return n ? fb_store_announce(w->store, w->opts.origin, w->changes, n) : 0;
 }
 
 static void run_batch(fb_writer_t *w, size_t n)
 {
     uint64_t t0 = fb_mono_ns();
+    int rc = begin_held(w);
     int64_t now = fb_now_ms();
     w->last_ts = FB_MAX(now, w->last_ts); /* ts never goes backwards */
-    int rc = fb_store_begin(w->store);
-    for (size_t i = 0; i < n && !rc; i++) {
+    w->n_appended = 0;
+    for (size_t i = 0; i < n && !rc;) {
         fb_wreq_t *r = w->batch[i];
+        if (r->op == FB_W_SEND) {
+            size_t j = i + 1;
+            while (j < n && w->batch[j]->op == FB_W_SEND) j++;
+            rc = run_sends(w, w->batch + i, j - i);
+            i = j;
+            continue;
+        }
+        i++;
+        if (r->op == FB_W_FORGET) {
+            cache_drop(w, r->room_id);
+            continue;
+        }
         if ((rc = fb_store_savepoint(w->store))) break;
         int err = handle(w, r);
         if (err) {
@@ -603,9 +691,11 @@ static void run_batch(fb_writer_t *w, size_t n)
             rc = fb_store_release(w->store);
         }
     }
+    if (!rc) rc = announce(w);
     if (!rc) rc = fb_store_commit(w->store);
     if (rc) {
-        /* Nothing of this batch is durable: nobody gets an ack. */
+        /* Nothing of this batch is durable, or we cannot know: nobody gets an
+         * ack; sends are retried by their clients with the same cmid. */
         FB_ERROR("writer", "commit of %zu requests failed: %s", n, fb_err_message(rc));
         fb_store_rollback(w->store);
         for (size_t i = 0; i < n; i++) reject(w, w->batch[i], FB_EUNAVAIL);
@@ -625,11 +715,16 @@ static void run_batch(fb_writer_t *w, size_t n)
     if (n > atomic_load(&w->stats.batch_max_seen)) atomic_store(&w->stats.batch_max_seen, n);
 
     /* COMMITTED: now, and only now, results and pushes may leave. */
+    fb_writer_deliver(w, w->batch, n);
+}
+
+void fb_writer_deliver(fb_writer_t *w, fb_wreq_t **reqs, size_t n)
+{
     fb_wbatch_t *b = fb_malloc(sizeof *b + (size_t)w->n_sinks * sizeof(fb_mpsc_node_t));
     atomic_init(&b->refs, w->n_sinks);
     b->n = n;
     b->reqs = fb_malloc(n * sizeof *b->reqs);
-    memcpy(b->reqs, w->batch, n * sizeof *b->reqs);
+    memcpy(b->reqs, reqs, n * sizeof *b->reqs);
     for (int i = 0; i < w->n_sinks; i++) w->sinks[i].deliver(w->sinks[i].ud, &b->nodes[i]);
 }
 
@@ -663,6 +758,7 @@ int fb_writer_start(fb_store_t *store, const fb_writer_opts_t *opts, const fb_ws
     memcpy(w->sinks, sinks, (size_t)n_sinks * sizeof *sinks);
     w->n_sinks = n_sinks;
     w->batch = fb_malloc((size_t)opts->batch_max * sizeof *w->batch);
+    w->sends = fb_malloc((size_t)opts->batch_max * sizeof *w->sends);
     fb_mpsc_init(&w->queue);
     fb_map_init(&w->members);
     if (uv_loop_init(&w->loop) != 0) goto fail;
@@ -673,6 +769,7 @@ int fb_writer_start(fb_store_t *store, const fb_writer_opts_t *opts, const fb_ws
     return 0;
 fail:
     FB_ERROR("writer", "cannot start the writer thread");
+    fb_free(w->sends);
     fb_free(w->batch);
     fb_free(w->sinks);
     fb_free(w);
@@ -694,6 +791,9 @@ void fb_writer_stop(fb_writer_t *w)
     cache_clear(w);
     fb_map_free(&w->members);
     fb_free(w->batch);
+    fb_free(w->sends);
+    fb_free(w->changes);
+    fb_free(w->appended);
     fb_free(w->sinks);
     fb_free(w);
 }

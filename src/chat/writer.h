@@ -28,6 +28,7 @@ enum {
     FB_W_RENAME,       /* room_id, name -> r_seq */
     FB_W_SEND,         /* room_id, cmid, text -> r_room, r_seq, r_ts, r_duplicate */
     FB_W_READ,         /* room_id, seq -> r_seq (the marker now) */
+    FB_W_FORGET,       /* room_id: another node changed its members; no reply */
 };
 
 /* Current members of a room, sorted by user id; shared read-only by the
@@ -38,6 +39,8 @@ typedef struct {
     int64_t ids[];
 } fb_snap_t;
 
+/* A snapshot of n ids (to be filled, sorted), refs 1. */
+fb_snap_t *fb_snap_alloc(size_t n);
 void fb_snap_release(fb_snap_t *s);
 
 enum { FB_PUSH_FRAME = 1, FB_PUSH_LOGOUT = 2 };
@@ -110,11 +113,19 @@ typedef struct {
     void (*encode_read)(void *ud, int64_t room, int64_t user, const char *user_name, int64_t seq,
                         fb_buf_t *frame);
     void *encode_ud;
+    /* This node's name in change announcements (fb_store_announce); NULL:
+     * announce nothing (a node alone on its store). */
+    const char *origin;
+    /* How long a batch waits for the store to come back (a failover) before
+     * its requests are refused as unavailable. 0: not at all. */
+    int64_t hold_ms;
 } fb_writer_opts_t;
 
 typedef struct {
     atomic_uint_fast64_t commits, commit_failures, requests, events, batch_max_seen;
     atomic_uint_fast64_t commit_ns_total;
+    atomic_uint_fast64_t holds, hold_ns_total; /* waits for the store to come back */
+    atomic_bool store_down;                    /* waiting for the store right now */
 } fb_writer_stats_t;
 
 typedef struct fb_writer fb_writer_t;
@@ -126,6 +137,10 @@ void fb_writer_submit(fb_writer_t *w, fb_wreq_t *r);
 /* Commits what is queued, stops the thread and frees the writer. Sinks must
  * still accept deliveries until this returns. */
 void fb_writer_stop(fb_writer_t *w);
+/* Any thread: hands pushes made elsewhere (another node's messages, heard
+ * through the change feed) to every io loop, as a batch of requests that
+ * nobody waits a reply for (origin -1). Takes the requests. */
+void fb_writer_deliver(fb_writer_t *w, fb_wreq_t **reqs, size_t n);
 const fb_writer_stats_t *fb_writer_stats(const fb_writer_t *w);
 
 #endif

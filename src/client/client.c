@@ -384,6 +384,12 @@ static void send_done(fb_client_t *c, fb_cout_t *o, int err, bool retryable, con
         o->retries++;
         o->retry_at = now_ms(c) + backoff_ms(o->retries);
         FB_DEBUG("client", "send %s: %s; retrying", o->cmid, msg);
+        /* A node that cannot write (it lost its store: a failover it could
+         * not wait out, a partition) is left for the next site. */
+        if (err == FB_EUNAVAIL && c->n_addrs > 1 && c->conn) {
+            FB_INFO("client", "%s cannot take writes now: trying the next site", cur_addr(c));
+            uv_timer_start(&c->retry_timer, on_retry_timer, 0, 0);
+        }
         return;
     }
     fb_client_reply_cb cb = o->cb;
@@ -1006,6 +1012,16 @@ const char *fb_client_state_name(fb_client_state_t s)
 const char *fb_client_addr(const fb_client_t *c)
 {
     return cur_addr(c);
+}
+
+int fb_client_site(const fb_client_t *c)
+{
+    return (int)c->addr_i + 1;
+}
+
+int fb_client_site_count(const fb_client_t *c)
+{
+    return (int)c->n_addrs;
 }
 
 int fb_client_stop_reason(const fb_client_t *c)

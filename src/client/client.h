@@ -205,6 +205,9 @@ typedef struct {
 fb_client_state_t fb_client_state(const fb_client_t *c);
 const char *fb_client_state_name(fb_client_state_t s);
 const char *fb_client_addr(const fb_client_t *c); /* current or last node */
+/* Its place in opts.servers, 1-based ("site 2"), and how many there are. */
+int fb_client_site(const fb_client_t *c);
+int fb_client_site_count(const fb_client_t *c);
 int fb_client_stop_reason(const fb_client_t *c);  /* err of FB_CLIENT_STOPPED */
 bool fb_client_ever_connected(const fb_client_t *c);
 uv_loop_t *fb_client_loop(const fb_client_t *c);

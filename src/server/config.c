@@ -60,6 +60,9 @@ static const key_t_ keys[] = {
      "a connection must upgrade and say hello within this"},
     {"writer_batch_max", K_INT, OFF(writer_batch_max), 1, 1000000,
      "most requests committed in one transaction (group commit)"},
+    {"store_hold_ms", K_INT, OFF(store_hold_ms), 0, 600000,
+     "writes wait this long for an unreachable store (a failover) before they fail as "
+     "unavailable; above the failover time (Patroni ttl + a few s)"},
     {"argon2_opslimit", K_INT, OFF(argon2_opslimit), 1, 100, "argon2id passes (libsodium opslimit)"},
     {"argon2_memlimit_kib", K_INT, OFF(argon2_memlimit_kib), 8, 4 << 20,
      "argon2id memory per hash, KiB"},
@@ -74,6 +77,7 @@ void fb_config_defaults(fb_config_t *c)
     snprintf(c->data_dir, sizeof c->data_dir, "./firebreak-data");
     snprintf(c->store, sizeof c->store, "sqlite");
     c->io_threads = 0;
+    c->store_hold_ms = 20000;
     c->registration_open = true;
     c->max_frame_bytes = 65536;
     c->max_text_bytes = 8192;
@@ -138,8 +142,10 @@ int fb_config_set(fb_config_t *c, const char *key, const char *value, char *err,
             }
             PQconninfoOption *opts = *value ? PQconninfoParse(value, NULL) : NULL;
             if (*value && !opts) {
-                snprintf(err, errlen, "%s is not a libpq connection string (key=value ... or "
-                                      "postgresql://...)", key);
+                snprintf(err, errlen,
+                         "%s is not a libpq connection string (key=value ... or "
+                         "postgresql://...)",
+                         key);
                 return FB_EINVAL;
             }
             PQconninfoFree(opts);

@@ -7,6 +7,11 @@
  * (queued plus being written). Past that it is a slow consumer: its output
  * is dropped, it gets close code 4002 if the socket takes it at once, and
  * it is closed. Its client resyncs from its cursors on reconnect.
+ *
+ * Idle bound: an idle connection holds no buffer and no wslay context
+ * (8.6 KiB: two 4 KiB buffers). The context is made when bytes arrive and
+ * freed as soon as every byte given to wslay was part of a whole frame, no
+ * fragmented message is half received and wslay has nothing to send.
  * SPDX-License-Identifier: MIT */
 #include "server/server.h"
 
@@ -111,7 +116,7 @@ static void slow_consumer(fb_conn_t *c)
             (long long)c->user_id, (long long)c->device_id, c->out.len + c->wbuf.len);
     atomic_fetch_add(&c->loop->stats.slow_closes, 1);
     fb_buf_reset(&c->out);
-    if (!c->writing && c->ws) {
+    if (!c->writing && c->state == CONN_WS) {
         /* A last word if the socket takes it now; never queued. */
         fb_ws_enc_close(c->loop->enc, &c->out, 4002, "slow consumer");
         uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
@@ -237,7 +242,27 @@ static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     memcpy(buf, c->rptr, n);
     c->rptr += n;
     c->rlen -= n;
+    c->ws_pending += n;
     return (ssize_t)n;
+}
+
+/* Frame bookkeeping, so that the context is freed only between frames:
+ * ws_pending counts the bytes given to wslay that are not yet part of a
+ * whole frame. A client frame is its header (2 bytes, the extended length
+ * wslay insists is minimal, the 4-byte mask) and its payload. */
+static void ws_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *a, void *ud)
+{
+    fb_conn_t *c = ud;
+    uint64_t ext = a->payload_length < 126 ? 0 : a->payload_length < 65536 ? 2 : 8;
+    c->ws_frame_bytes = 2 + ext + 4 + a->payload_length;
+    if (!wslay_is_ctrl_frame(a->opcode)) c->ws_in_msg = !a->fin;
+}
+
+static void ws_frame_end(wslay_event_context_ptr ctx, void *ud)
+{
+    fb_conn_t *c = ud;
+    c->ws_pending -= FB_MIN(c->ws_pending, c->ws_frame_bytes);
 }
 
 /* wslay only sends control frames (pong, close) through here. */
@@ -264,10 +289,40 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
-    .recv_callback = ws_recv, .send_callback = ws_send, .on_msg_recv_callback = ws_on_msg};
+    .recv_callback = ws_recv,
+    .send_callback = ws_send,
+    .on_frame_recv_start_callback = ws_frame_start,
+    .on_frame_recv_end_callback = ws_frame_end,
+    .on_msg_recv_callback = ws_on_msg,
+};
+
+static int ws_ensure(fb_conn_t *c)
+{
+    if (c->ws) return 0;
+    if (wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0) return FB_ENOMEM;
+    wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->loop->srv->cfg.max_frame_bytes);
+    c->ws_pending = 0;
+    c->ws_in_msg = false;
+    return 0;
+}
+
+/* Between messages, with nothing queued and no close under way, the
+ * context holds nothing that a new one would not: free it. */
+static void ws_release_if_idle(fb_conn_t *c)
+{
+    if (!c->ws || c->ws_pending || c->ws_in_msg || c->closing_after_write ||
+        !wslay_event_want_read(c->ws) || wslay_event_want_write(c->ws))
+        return;
+    wslay_event_context_free(c->ws);
+    c->ws = NULL;
+}
 
 static void ws_pump(fb_conn_t *c, const char *data, size_t len)
 {
+    if (ws_ensure(c) != 0) {
+        fb_conn_close(c);
+        return;
+    }
     c->rptr = (const uint8_t *)data;
     c->rlen = len;
     int rc = wslay_event_recv(c->ws);
@@ -283,12 +338,14 @@ static void ws_pump(fb_conn_t *c, const char *data, size_t len)
     if (!wslay_event_want_read(c->ws)) {
         c->closing_after_write = true;
         mark_dirty(c);
+        return;
     }
+    ws_release_if_idle(c);
 }
 
 void fb_conn_ws_close(fb_conn_t *c, int code, const char *reason)
 {
-    if (c->state != CONN_WS) {
+    if (c->state != CONN_WS || ws_ensure(c) != 0) {
         fb_conn_close(c);
         return;
     }
@@ -314,9 +371,7 @@ static void upgrade(fb_conn_t *c)
                  accept);
     fb_buf_append(&c->out, resp, (size_t)n);
     mark_dirty(c);
-    if (wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0) abort();
-    wslay_event_config_set_max_recv_msg_length(c->ws, (uint64_t)c->loop->srv->cfg.max_frame_bytes);
-    c->state = CONN_WS;
+    c->state = CONN_WS; /* the wslay context comes with the first bytes */
     fb_buf_free(&c->url);
     fb_buf_free(&c->body);
     fb_buf_free(&c->hdr_field);

@@ -57,6 +57,26 @@ void fb_metrics_render(fb_server_t *s, fb_buf_t *b)
            (double)atomic_load(&w->commit_ns_total) / 1e9);
     metric(b, "firebreak_commit_batch_max", "gauge", "Largest group commit so far (requests).",
            (double)atomic_load(&w->batch_max_seen));
+    metric(b, "firebreak_store_holds_total", "counter",
+           "Times the writer found the store unreachable and held writes (failovers).",
+           (double)atomic_load(&w->holds));
+    metric(b, "firebreak_store_hold_seconds_total", "counter",
+           "Time writes were held waiting for the store to come back.",
+           (double)atomic_load(&w->hold_ns_total) / 1e9);
+    metric(b, "firebreak_store_up", "gauge", "0 while the writer waits for the store, else 1.",
+           atomic_load(&w->store_down) ? 0.0 : 1.0);
+    if (s->relay) {
+        const fb_relay_stats_t *r = fb_relay_stats(s->relay);
+        metric(b, "firebreak_relay_announcements_total", "counter",
+               "Commit announcements heard from the store's change feed.",
+               (double)atomic_load(&r->announcements));
+        metric(b, "firebreak_relay_events_total", "counter",
+               "Events committed through other nodes and pushed to this node's clients.",
+               (double)atomic_load(&r->events));
+        metric(b, "firebreak_relay_reconnects_total", "counter",
+               "Times the change feed was (re)connected to a primary.",
+               (double)atomic_load(&r->reconnects));
+    }
     metric(b, "firebreak_memory_bytes", "gauge", "Bytes allocated through the node's allocator.",
            (double)fb_mem_in_use());
     metric(b, "firebreak_uptime_seconds", "gauge", "Seconds since start.",

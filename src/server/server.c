@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "chat/auth.h"
 
 /* ---- push encoders (writer thread) ---- */
@@ -341,6 +343,8 @@ static int parse_args(fb_config_t *cfg, int argc, char **argv, bool *print, cons
 
 static void shutdown_node(fb_server_t *s)
 {
+    fb_relay_stop(s->relay); /* it hands pushes to the writer and the loops */
+    s->relay = NULL;
     atomic_store(&s->phase, 1);
     for (int i = 0; i < s->n_loops; i++) uv_async_send(&s->loops[i]->stop_async);
     for (int i = 0; i < s->n_loops; i++) uv_sem_wait(&s->quiet);
@@ -362,6 +366,13 @@ int fb_server_main(int argc, char **argv)
     int rc = 1, started = 0, lock_fd = -1;
     fb_config_defaults(&s->cfg);
     if (parse_args(&s->cfg, argc, argv, &print, &ready)) goto out;
+    {
+        char err[200];
+        if (fb_config_check(&s->cfg, err, sizeof err)) {
+            fprintf(stderr, "firebreak serve: %s\n", err);
+            goto out;
+        }
+    }
     if (print) {
         fb_config_print(&s->cfg, stdout);
         rc = 0;
@@ -377,6 +388,15 @@ int fb_server_main(int argc, char **argv)
     if (lock_data_dir(s->cfg.data_dir, &lock_fd) || port_free(s->cfg.listen_host, s->cfg.listen_port))
         goto out;
     fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
+    {
+        char host[64] = "node", rnd[9];
+        uint8_t b[4];
+        gethostname(host, sizeof host - 1);
+        randombytes_buf(b, sizeof b);
+        fb_hex_encode(b, sizeof b, rnd);
+        snprintf(s->origin, sizeof s->origin, "%s:%s:%d:%s", host, s->cfg.listen_host,
+                 s->cfg.listen_port, rnd);
+    }
     s->store_cfg.kind = s->cfg.store;
     s->store_cfg.path = s->db_path;
     s->store_cfg.conninfo = s->cfg.pg_conninfo;
@@ -398,17 +418,29 @@ int fb_server_main(int argc, char **argv)
                            .batch_max = s->cfg.writer_batch_max,
                            .encode_event = fb_server_encode_event,
                            .encode_read = fb_server_encode_read,
-                           .encode_ud = s};
+                           .encode_ud = s,
+                           .origin = s->origin,
+                           .hold_ms = s->cfg.store_hold_ms};
     rc = fb_writer_start(s->wstore, &wo, sinks, s->n_loops, &s->writer);
     fb_free(sinks);
     if (rc) {
         rc = 1;
         goto out;
     }
+    /* Nodes sharing a store hear each other's commits through its feed. */
+    if (strcmp(s->cfg.store, "sqlite") != 0 && fb_relay_start(s, &s->relay)) {
+        rc = 1;
+        goto out;
+    }
     for (started = 0; started < s->n_loops; started++)
         uv_thread_create(&s->loops[started]->thread, loop_main, s->loops[started]);
+    char where[600];
+    if (strcmp(s->cfg.store, "sqlite") == 0)
+        snprintf(where, sizeof where, "%s", s->db_path);
+    else
+        fb_config_redact_conninfo(s->cfg.pg_conninfo, where, sizeof where);
     FB_INFO("server", "firebreak %s listening on %s:%d (ws /ws), %d io loops, store %s at %s",
-            FB_VERSION, s->cfg.listen_host, s->port, s->n_loops, s->cfg.store, s->db_path);
+            FB_VERSION, s->cfg.listen_host, s->port, s->n_loops, s->cfg.store, where);
     if (ready) {
         FILE *f = fopen(ready, "w");
         if (f) {

@@ -54,8 +54,21 @@ struct fb_loop {
     fb_loop_stats_t stats;
 };
 
+/* ---- the relay of other nodes' commits (relay.c) ---- */
+typedef struct fb_relay fb_relay_t;
+typedef struct {
+    atomic_uint_fast64_t announcements, events, catchups, reconnects;
+} fb_relay_stats_t;
+/* Starts the relay thread (stores shared by several nodes only). */
+int fb_relay_start(fb_server_t *s, fb_relay_t **out);
+/* Stops it; the writer and the loops must still be running. */
+void fb_relay_stop(fb_relay_t *r);
+const fb_relay_stats_t *fb_relay_stats(const fb_relay_t *r);
+
 struct fb_server {
     fb_config_t cfg;
+    char origin[96]; /* this node's name in change announcements: unique per run */
+    fb_relay_t *relay;
     char db_path[600];
     fb_store_config_t store_cfg;
     fb_store_t *wstore;
@@ -86,9 +99,11 @@ struct fb_conn {
     bool hdr_upgrade, hdr_ws_version, last_was_value, http_busy, http_done, body_too_big, in_pump;
     int hdr_which;
     /* WebSocket */
-    wslay_event_context_ptr ws;
+    wslay_event_context_ptr ws; /* only while bytes are being received (conn.c) */
     const uint8_t *rptr; /* the read buffer being fed to wslay */
     size_t rlen;
+    uint64_t ws_pending, ws_frame_bytes; /* bytes given to wslay not yet in whole frames */
+    bool ws_in_msg;                      /* a fragmented message is half received */
     bool hello;
     bool in_handshake_list;
     int64_t accepted_ms;

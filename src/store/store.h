@@ -217,9 +217,10 @@ void fb_feed_close(fb_feed_t *f);
 /* The socket to poll for readability; -1 while disconnected. */
 int fb_feed_fd(fb_feed_t *f);
 /* Reconnects if needed (0 once listening again, FB_EUNAVAIL if not yet),
- * then reads what arrived and calls cb once per announcement of another
- * origin. *reconnected is set when the connection was (re)made, so the
- * caller knows announcements may have been missed and catches up. */
+ * then reads what arrived and calls cb once per announcement, the node's
+ * own included (the caller filters by origin). *reconnected is set when the
+ * connection was (re)made: announcements may have been missed, and the
+ * caller catches up. */
 typedef void (*fb_feed_cb)(void *ud, const char *origin, const fb_change_t *changes, size_t n);
 int fb_feed_poll(fb_feed_t *f, fb_feed_cb cb, void *ud, bool *reconnected);
 /* The feed's connection as a read handle on the primary, for the catch-up

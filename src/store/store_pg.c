@@ -1,7 +1,9 @@
 /* The PostgreSQL backend of the store (libpq): the schema and its versioned
  * migrations, the SQL functions that append gaplessly in one round trip,
- * connections that fail over and reconnect, transactions, and the mapping
- * of server errors to FB_E* codes. Its contract is store_sqlite.c's, plus
+ * connections that fail over and reconnect, transactions whose control
+ * statements ride in one pipeline with the next statement (a batch of sends
+ * is two round trips: BEGIN + send_many, COMMIT), and the mapping of server
+ * errors to FB_E* codes. Its contract is store_sqlite.c's, plus
  * what several nodes on one shared database need: the room row lock orders
  * appends, and no COMMIT is reported as done unless it is durable on every
  * site the server waits for. It must never format a value into SQL, never
@@ -10,6 +12,7 @@
  * SPDX-License-Identifier: MIT */
 #include "store/store_pg.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -413,12 +416,14 @@ static const char *const session_sql[] = {
                    " SELECT pg_is_in_recovery(), current_setting('synchronous_commit')",
 };
 
+/* Only the connection: the transaction state (in_tx, pending) is the
+ * caller's, so that a transaction that has not reached the server yet can
+ * move to a new connection. */
 int fb_pg_connect(fb_pg_store_t *s)
 {
     pg_disconnect(s);
     s->broken = true;
-    s->in_tx = false;
-    s->sp_depth = 0;
+    s->tx_sent = false;
     /* Defaults first, the operator's string after: a key it sets wins. The
      * defaults bound how long a dead site can stall a connect or hide
      * behind an idle connection. */
@@ -463,16 +468,46 @@ int fb_pg_connect(fb_pg_store_t *s)
     return 0;
 }
 
-/* A handle whose connection broke gets one new connection, but only
- * between transactions: inside one, the work done so far is gone and the
- * caller must hear so (FB_EUNAVAIL) and roll back. */
+/* A handle whose connection broke gets one new connection, but only while
+ * no transaction of it has reached the server: inside one, the work done
+ * so far is gone and the caller must hear so (FB_EUNAVAIL) and roll back. */
 static int pg_usable(fb_pg_store_t *s)
 {
     if (!s->broken && s->conn && PQstatus(s->conn) == CONNECTION_OK) return 0;
     s->broken = true;
-    if (s->in_tx) return FB_EUNAVAIL;
+    if (s->in_tx && s->tx_sent) return FB_EUNAVAIL;
     return fb_pg_connect(s);
 }
+
+/* Whether an idle connection is still there, without a round trip: a
+ * server that restarted, failed over or ended the session has closed the
+ * socket, and reading what is waiting on it (never blocking) says so. A
+ * server that silently vanished is found by the next statement instead
+ * (keepalives bound how long that takes). */
+static void pg_check_idle(fb_pg_store_t *s)
+{
+    if (s->broken || !s->conn) return;
+    struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+    for (int i = 0; i < 4 && p.fd >= 0 && poll(&p, 1, 0) > 0; i++)
+        if (!PQconsumeInput(s->conn)) break;
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        FB_WARN("store", "postgres connection closed while idle; connecting again");
+        s->broken = true;
+    }
+}
+
+static void pend(fb_pg_store_t *s, const char *sql)
+{
+    if (s->n_pending == s->cap_pending) {
+        s->cap_pending = s->cap_pending ? s->cap_pending * 2 : 8;
+        s->pending = fb_realloc(s->pending, s->cap_pending * sizeof *s->pending);
+    }
+    s->pending[s->n_pending++] = sql;
+}
+
+static const char SQL_SAVEPOINT[] = "SAVEPOINT sp";
+static const char SQL_RELEASE[] = "RELEASE sp";
+static const char SQL_ROLLBACK_TO[] = "ROLLBACK TO sp";
 
 void fb_pg_p_int(fb_pg_params_t *p, int64_t x)
 {
@@ -499,39 +534,99 @@ static void p_bytes(fb_pg_params_t *p, const void *b, int n)
     p->fmt[i] = 1;
 }
 
-static PGresult *run_once(fb_pg_store_t *s, int id, const fb_pg_params_t *p, int *err)
+/* One round trip in pipeline mode: the pending control statements, the
+ * statement's PREPARE on its first use on this connection, the statement
+ * (id >= 0) and a last command (final, e.g. COMMIT), then a sync. Returns
+ * the result of the statement, or of final when there is no statement;
+ * NULL with *err when anything in the pipeline failed (the server skips
+ * the rest after a failure). The pending list is left to the caller. */
+static PGresult *exchange(fb_pg_store_t *s, int id, const fb_pg_params_t *p, const char *final,
+                          int *err)
 {
-    *err = 0;
-    if (!s->prepared[id]) {
-        PGresult *res = PQprepare(s->conn, stmts[id].name, stmts[id].sql, 0, NULL);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            *err = pg_fail(s, res, stmts[id].name);
-            PQclear(res);
-            return NULL;
+    PGconn *c = s->conn;
+    bool prep = id >= 0 && !s->prepared[id];
+    size_t n = s->n_pending + prep + (id >= 0) + (final != NULL);
+    const char *what = id >= 0 ? stmts[id].name : final;
+    bool sent = PQenterPipelineMode(c) == 1;
+    for (size_t i = 0; sent && i < s->n_pending; i++)
+        sent = PQsendQueryParams(c, s->pending[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (sent && prep) sent = PQsendPrepare(c, stmts[id].name, stmts[id].sql, 0, NULL) == 1;
+    if (sent && id >= 0)
+        sent = PQsendQueryPrepared(c, stmts[id].name, p ? p->n : 0, p ? p->v : NULL,
+                                   p ? p->len : NULL, p ? p->fmt : NULL, 0) == 1;
+    if (sent && final) sent = PQsendQueryParams(c, final, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    if (sent) sent = PQpipelineSync(c) == 1;
+    if (s->in_tx) s->tx_sent = true;
+    PGresult *keep = NULL, *failed = NULL;
+    const char *failed_what = what;
+    for (size_t k = 0; sent && k < n; k++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            sent = false; /* no answer: the connection is gone */
+            break;
         }
-        PQclear(res);
-        s->prepared[id] = true;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_FATAL_ERROR && !failed) {
+            failed = r;
+            failed_what = k < s->n_pending ? s->pending[k] : what;
+        } else if (k == n - 1 && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
+            keep = r;
+        } else {
+            PQclear(r);
+        }
+        if (prep && k == s->n_pending && st == PGRES_COMMAND_OK) s->prepared[id] = true;
+        /* each command's results end with NULL (bounded: a dead connection
+         * answers NULL at once) */
+        for (int guard = 0; guard < 8 && (r = PQgetResult(c)); guard++)
+            PQclear(r);
     }
-    PGresult *res = PQexecPrepared(s->conn, stmts[id].name, p ? p->n : 0, p ? p->v : NULL,
-                                   p ? p->len : NULL, p ? p->fmt : NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
-    *err = pg_fail(s, res, stmts[id].name);
-    PQclear(res);
-    return NULL;
+    if (sent) {
+        PGresult *r = PQgetResult(c); /* PGRES_PIPELINE_SYNC, not followed by NULL */
+        if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) sent = false;
+        PQclear(r);
+    }
+    if (sent) PQexitPipelineMode(c);
+    if (failed || !sent || !keep) {
+        *err = pg_fail(s, failed, failed_what);
+        if (!failed && !s->broken) {
+            /* a pipeline cut short with no error from the server */
+            s->broken = true;
+            *err = FB_EUNAVAIL;
+        }
+        PQclear(failed);
+        PQclear(keep);
+        return NULL;
+    }
+    *err = 0;
+    return keep;
+}
+
+/* The statement with whatever control is pending. A failure on a lost
+ * connection is retried once on a new one when nothing it may have done
+ * can survive: the first exchange of a writer's transaction (the server
+ * rolls an unfinished transaction back with its connection), or a read
+ * outside a transaction. A write outside a transaction is not retried:
+ * its outcome is unknown. */
+static PGresult *pg_exchange(fb_pg_store_t *s, int id, const fb_pg_params_t *p, const char *final,
+                             int *err)
+{
+    *err = pg_usable(s);
+    if (*err) {
+        s->n_pending = 0;
+        return NULL;
+    }
+    bool opens = s->in_tx && !s->tx_sent && !final;
+    PGresult *res = exchange(s, id, p, final, err);
+    if (!res && s->broken && (opens || (!s->in_tx && s->role != FB_PG_WRITER && !final)) &&
+        fb_pg_connect(s) == 0)
+        res = exchange(s, id, p, final, err);
+    s->n_pending = 0;
+    return res;
 }
 
 PGresult *fb_pg_run(fb_pg_store_t *s, int id, const fb_pg_params_t *p, int *err)
 {
-    *err = pg_usable(s);
-    if (*err) return NULL;
-    PGresult *res = run_once(s, id, p, err);
-    /* A read outside a transaction that met a connection closed while idle
-     * (a restarted server) is simply asked again on a new one: it changed
-     * nothing. A write is not: its outcome is unknown. */
-    if (!res && s->broken && !s->in_tx && s->role != FB_PG_WRITER && fb_pg_connect(s) == 0)
-        res = run_once(s, id, p, err);
-    return res;
+    return pg_exchange(s, id, p, NULL, err);
 }
 
 /* ---- result helpers ---- */
@@ -630,6 +725,7 @@ void fb_pg_store_free(fb_pg_store_t *s)
     if (!s) return;
     /* Closing ends an open transaction on the server: it rolls back. */
     pg_disconnect(s);
+    fb_free(s->pending);
     fb_free(s->conninfo);
     fb_free(s);
 }
@@ -669,7 +765,8 @@ static int pg_migrate(fb_pg_store_t *s)
                            " WHERE NOT EXISTS (SELECT 1 FROM fb_schema)",
                            "migration lock");
         if (err) goto fail;
-        s->in_tx = true; /* a lost connection must fail the migration, not reconnect */
+        /* a lost connection must fail the migration, not reconnect */
+        s->in_tx = s->tx_sent = true;
         err = pg_version(s, &version);
         if (err) goto fail;
         if (version > SCHEMA_VERSION) {
@@ -679,7 +776,7 @@ static int pg_migrate(fb_pg_store_t *s)
             goto fail;
         }
         if (version == SCHEMA_VERSION) {
-            s->in_tx = false;
+            s->in_tx = s->tx_sent = false;
             return pg_simple_ok(s, "COMMIT", "migration commit");
         }
         err = pg_simple_ok(s, migrations[version], "migration");
@@ -688,12 +785,12 @@ static int pg_migrate(fb_pg_store_t *s)
         snprintf(sql, sizeof sql, "UPDATE fb_schema SET version = %d", version + 1);
         if (!err) err = pg_simple_ok(s, sql, "migration version");
         if (!err) err = pg_simple_ok(s, "COMMIT", "migration commit");
-        s->in_tx = false;
+        s->in_tx = s->tx_sent = false;
         if (err) goto fail;
         FB_INFO("store", "applied schema migration version=%d", version + 1);
     }
 fail:
-    s->in_tx = false;
+    s->in_tx = s->tx_sent = false;
     if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE)
         PQclear(PQexec(s->conn, "ROLLBACK"));
     return err;
@@ -739,25 +836,42 @@ static int pg_schema_version(fb_store_t *base, int *version)
 /* The writer's transaction always gets a transaction id at once, so that
  * its COMMIT writes WAL and waits for the synchronous standby even when
  * every statement in it found its row already there (a retried send): an
- * ack must never rest on a commit that did not wait. A reader's is one
- * snapshot for every query in it. */
+ * ack must never rest on a commit that did not wait. Its BEGIN goes out
+ * with its first statement. A reader's transaction is one snapshot for
+ * every query in it, so it begins (and takes the snapshot) at once. */
 static int pg_begin(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
     if (s->in_tx) return FB_ESTATE;
-    const char *sql = s->role == FB_PG_WRITER
-                          ? "BEGIN; SELECT pg_current_xact_id()"
-                          : "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1";
+    pg_check_idle(s);
     int err = pg_usable(s);
     if (err) return err;
+    s->sp_depth = 0;
+    s->n_pending = 0;
+    if (s->role == FB_PG_WRITER) {
+        pend(s, "BEGIN");
+        pend(s, "SELECT pg_current_xact_id()");
+        s->in_tx = true;
+        s->tx_sent = false;
+        return 0;
+    }
+    const char *sql = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT 1";
     err = pg_simple_ok(s, sql, "begin");
     /* A connection closed while idle (a restart, a failover) shows only
      * now; nothing was under way, so one new connection may be tried. */
     if (err && s->broken && (err = fb_pg_connect(s)) == 0) err = pg_simple_ok(s, sql, "begin");
     if (err) return err;
     s->in_tx = true;
-    s->sp_depth = 0;
+    s->tx_sent = true;
     return 0;
+}
+
+static void tx_end(fb_pg_store_t *s)
+{
+    s->in_tx = false;
+    s->tx_sent = false;
+    s->sp_depth = 0;
+    s->n_pending = 0;
 }
 
 /* Zero false acks: success only when the server said COMMIT with no
@@ -769,14 +883,17 @@ static int pg_commit(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
     if (!s->in_tx) return FB_ESTATE;
-    s->in_tx = false;
-    s->sp_depth = 0;
-    if (s->broken) return FB_EUNAVAIL;
+    if (s->broken && s->tx_sent) {
+        tx_end(s);
+        return FB_EUNAVAIL;
+    }
     s->warned = false;
     int err;
-    PGresult *res = pg_simple(s, "COMMIT", "commit", &err);
+    PGresult *res = pg_exchange(s, -1, NULL, "COMMIT", &err);
+    bool lost = s->broken;
+    tx_end(s);
     if (!res) {
-        if (s->broken) FB_ERROR("store", "connection lost during COMMIT: its outcome is unknown");
+        if (lost) FB_ERROR("store", "connection lost during COMMIT: its outcome is unknown");
         return err;
     }
     if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
@@ -790,52 +907,64 @@ static int pg_commit(fb_store_t *base)
     return err;
 }
 
-/* A no-op without a transaction, and when the connection is gone (the
- * server has dropped the transaction with it). */
+/* A no-op without a transaction, when nothing of it reached the server,
+ * and when the connection is gone (the server dropped the transaction with
+ * it). */
 static int pg_rollback(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
-    bool was = s->in_tx;
-    s->in_tx = false;
-    s->sp_depth = 0;
-    if (!was || s->broken || !s->conn) return 0;
+    bool sent = s->in_tx && s->tx_sent;
+    tx_end(s);
+    if (!sent || s->broken || !s->conn) return 0;
     int err = pg_simple_ok(s, "ROLLBACK", "rollback");
     return s->broken ? 0 : err;
 }
 
 /* Savepoints all share one name: PostgreSQL releases or rolls back to the
- * newest one of a name, which is exactly nesting. */
+ * newest one of a name, which is exactly nesting. They wait in the pending
+ * list; a savepoint with no statement after it is simply dropped again. */
 static int pg_savepoint(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
     if (!s->in_tx) return FB_ESTATE;
-    if (s->broken) return FB_EUNAVAIL;
-    int err = pg_simple_ok(s, "SAVEPOINT sp", "savepoint");
-    if (!err) s->sp_depth++;
-    return err;
+    if (s->broken && s->tx_sent) return FB_EUNAVAIL;
+    pend(s, SQL_SAVEPOINT);
+    s->sp_depth++;
+    return 0;
+}
+
+static bool drop_unsent_savepoint(fb_pg_store_t *s)
+{
+    if (!s->n_pending || s->pending[s->n_pending - 1] != SQL_SAVEPOINT) return false;
+    s->n_pending--;
+    return true;
 }
 
 static int pg_release(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
     if (!s->in_tx || s->sp_depth == 0) return FB_ESTATE;
-    if (s->broken) return FB_EUNAVAIL;
-    int err = pg_simple_ok(s, "RELEASE sp", "release");
-    if (!err) s->sp_depth--;
-    return err;
+    if (s->broken && s->tx_sent) return FB_EUNAVAIL;
+    if (!drop_unsent_savepoint(s)) pend(s, SQL_RELEASE);
+    s->sp_depth--;
+    return 0;
 }
 
 /* ROLLBACK TO keeps the savepoint open; release it too, so that one
  * savepoint() is paired with exactly one release() or rollback_to(). This
- * also recovers a transaction that a failed statement had aborted. */
+ * also recovers a transaction that a failed statement had aborted. Should
+ * it fail, the next statement or the COMMIT says so: nothing is acked. */
 static int pg_rollback_to(fb_store_t *base)
 {
     fb_pg_store_t *s = pg(base);
     if (!s->in_tx || s->sp_depth == 0) return FB_ESTATE;
-    if (s->broken) return FB_EUNAVAIL;
-    int err = pg_simple_ok(s, "ROLLBACK TO sp; RELEASE sp", "rollback_to");
-    if (!err) s->sp_depth--;
-    return err;
+    if (s->broken && s->tx_sent) return FB_EUNAVAIL;
+    if (!drop_unsent_savepoint(s)) {
+        pend(s, SQL_ROLLBACK_TO);
+        pend(s, SQL_RELEASE);
+    }
+    s->sp_depth--;
+    return 0;
 }
 
 /* ---- accounts ---- */

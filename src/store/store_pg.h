@@ -56,8 +56,15 @@ typedef struct {
     PGconn *conn;    /* NULL while disconnected */
     char *conninfo;  /* never logged: it may hold a password */
     fb_pg_role_t role;
-    bool broken;      /* connection lost: FB_EUNAVAIL until it is made again */
-    bool in_tx;       /* between begin and commit/rollback, even if broken */
+    bool broken;  /* connection lost: FB_EUNAVAIL until it is made again */
+    bool in_tx;   /* between begin and commit/rollback, even if broken */
+    bool tx_sent; /* the transaction's BEGIN has gone to the server */
+    /* The writer's transaction control (BEGIN, SAVEPOINT, RELEASE, ROLLBACK
+     * TO) waits here and goes out in one pipeline with the next statement
+     * or the COMMIT: a request costs the round trips of its own statements
+     * only. Our own constant SQL strings. */
+    const char **pending;
+    size_t n_pending, cap_pending;
     bool reconnected; /* a connection was made since the feed last looked */
     int sp_depth;     /* open savepoints */
     bool warned;      /* a WARNING arrived since the flag was cleared */

@@ -327,15 +327,24 @@ static void on_state(fb_client_t *c, fb_client_state_t s, const char *addr, int 
     tui_t *t = ud;
     switch (s) {
     case FB_CLIENT_CONNECTING:
-        snprintf(t->status, sizeof t->status, "%s to %s",
-                 fb_client_ever_connected(c) ? "reconnecting" : "connecting", addr);
+        if (fb_client_site_count(c) > 1)
+            snprintf(t->status, sizeof t->status, "%s to site %d (%s)",
+                     fb_client_ever_connected(c) ? "reconnecting" : "connecting",
+                     fb_client_site(c), addr);
+        else
+            snprintf(t->status, sizeof t->status, "%s to %s",
+                     fb_client_ever_connected(c) ? "reconnecting" : "connecting", addr);
         break;
     case FB_CLIENT_AUTHENTICATED:
         snprintf(t->status, sizeof t->status, "syncing with %s", addr);
         break;
     case FB_CLIENT_READY:
-        snprintf(t->status, sizeof t->status, "connected to %s as %s", addr,
-                 fb_client_user(c) ? fb_client_user(c) : "?");
+        if (fb_client_site_count(c) > 1)
+            snprintf(t->status, sizeof t->status, "connected to site %d (%s) as %s",
+                     fb_client_site(c), addr, fb_client_user(c) ? fb_client_user(c) : "?");
+        else
+            snprintf(t->status, sizeof t->status, "connected to %s as %s", addr,
+                     fb_client_user(c) ? fb_client_user(c) : "?");
         schedule_refresh(t);
         if (t->view == VIEW_ROOM) fb_client_room(c, t->room, on_room_info, t);
         break;

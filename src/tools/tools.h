@@ -9,5 +9,7 @@
 int fb_tool_chat_main(int argc, char **argv);
 /* `firebreak drill`: the fault drill and checker (docs/drill.md). */
 int fb_tool_drill_main(int argc, char **argv);
+/* `firebreak bench`: the load generator (docs/benchmarks.md). */
+int fb_tool_bench_main(int argc, char **argv);
 
 #endif

@@ -148,8 +148,8 @@ static sqlite3 *sq_open(const fb_test_node_t *n)
     return db;
 }
 
-static PGresult *pg_run(const fb_test_node_t *n, PGconn **c, const char *sql,
-                        const int64_t *params, int nparams)
+static PGresult *pg_run(const fb_test_node_t *n, PGconn **c, const char *sql, const int64_t *params,
+                        int nparams)
 {
     *c = PQconnectdb(n->pg);
     if (PQstatus(*c) != CONNECTION_OK) {
