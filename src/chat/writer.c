@@ -46,8 +46,9 @@ struct fb_writer {
     fb_map_t members; /* room id -> fb_snap_t* (current members) */
     fb_wreq_t **batch;
     fb_send_t *sends;     /* a run of sends of the batch, for fb_store_send_many */
-    struct appended {     /* every event appended in the batch, for the announcement */
-        int64_t room, seq;
+    struct appended {     /* what the batch changed, for the announcement */
+        int kind;         /* FB_CHANGE_*: an event, a read marker, a logout */
+        int64_t room, seq, user, device;
         const fb_wreq_t *by;
     } *appended;
     size_t n_appended, cap_appended;
@@ -203,6 +204,24 @@ static fb_snap_t *snap_change(fb_writer_t *w, int64_t room, fb_snap_t *old, int6
     return s;
 }
 
+/* ---- what the batch tells other nodes ---- */
+
+static void note(fb_writer_t *w, const fb_wreq_t *r, int kind, int64_t room, int64_t seq,
+                 int64_t user, int64_t device)
+{
+    if (w->n_appended == w->cap_appended) {
+        w->cap_appended = w->cap_appended ? 2 * w->cap_appended : 256;
+        w->appended = fb_realloc(w->appended, w->cap_appended * sizeof *w->appended);
+        w->changes = fb_realloc(w->changes, w->cap_appended * sizeof *w->changes);
+    }
+    w->appended[w->n_appended++] = (struct appended){kind, room, seq, user, device, r};
+}
+
+static void note_appended(fb_writer_t *w, const fb_wreq_t *r, int64_t room, int64_t seq)
+{
+    note(w, r, FB_CHANGE_EVENTS, room, seq, 0, 0);
+}
+
 /* ---- pushes ---- */
 
 static fb_push_t *push_add(fb_wreq_t *r, int type)
@@ -226,6 +245,7 @@ static void push_event(fb_writer_t *w, fb_wreq_t *r, const fb_event_t *ev, fb_sn
 
 static void push_read(fb_writer_t *w, fb_wreq_t *r, int64_t room, fb_snap_t *to, int64_t seq)
 {
+    note(w, r, FB_CHANGE_READ, room, seq, r->user_id, 0); /* other nodes push it too */
     fb_push_t *p = push_add(r, FB_PUSH_FRAME);
     p->members = snap_retain(to);
     w->opts.encode_read(w->opts.encode_ud, room, r->user_id, r->user_name, seq, &p->frame);
@@ -260,16 +280,6 @@ static int fail(fb_wreq_t *r, int err, const char *fmt, const char *arg)
 {
     snprintf(r->err_msg, sizeof r->err_msg, fmt, arg);
     return err;
-}
-
-static void note_appended(fb_writer_t *w, const fb_wreq_t *r, int64_t room, int64_t seq)
-{
-    if (w->n_appended == w->cap_appended) {
-        w->cap_appended = w->cap_appended ? 2 * w->cap_appended : 256;
-        w->appended = fb_realloc(w->appended, w->cap_appended * sizeof *w->appended);
-        w->changes = fb_realloc(w->changes, w->cap_appended * sizeof *w->changes);
-    }
-    w->appended[w->n_appended++] = (struct appended){room, seq, r};
 }
 
 static int append(fb_writer_t *w, fb_wreq_t *r, fb_event_t *ev)
@@ -337,6 +347,7 @@ static int h_logout(fb_writer_t *w, fb_wreq_t *r)
     fb_push_t *p = push_add(r, FB_PUSH_LOGOUT);
     p->user_id = r->user_id;
     p->device_id = r->arg_device;
+    note(w, r, FB_CHANGE_LOGOUT, 0, 0, r->user_id, r->arg_device);
     return 0;
 }
 
@@ -636,8 +647,9 @@ static int begin_held(fb_writer_t *w)
 }
 
 /* Tells the other nodes (through the store) which seqs each room got in
- * this batch, counting only requests that were not rolled back. A room's
- * committed seqs of one transaction are contiguous: its row stays locked. */
+ * this batch, which read markers moved and which devices were logged out,
+ * counting only requests that were not rolled back. A room's committed seqs
+ * of one transaction are contiguous: its row stays locked. */
 static int announce(fb_writer_t *w)
 {
     if (!w->n_appended || !w->opts.origin) return 0; /* no origin: a node on its own */
@@ -647,9 +659,15 @@ static int announce(fb_writer_t *w)
     for (size_t i = 0; i < w->n_appended; i++) {
         const struct appended *a = &w->appended[i];
         if (a->by->err) continue;
+        if (a->kind != FB_CHANGE_EVENTS) {
+            w->changes[n++] = (fb_change_t){.room_id = a->room, .from_seq = a->seq,
+                                            .to_seq = a->seq, .kind = a->kind,
+                                            .user_id = a->user, .device_id = a->device};
+            continue;
+        }
         uintptr_t k = (uintptr_t)fb_map_get(&rooms, a->room);
         if (!k) {
-            w->changes[n] = (fb_change_t){a->room, a->seq, a->seq};
+            w->changes[n] = (fb_change_t){.room_id = a->room, .from_seq = a->seq, .to_seq = a->seq};
             fb_map_put(&rooms, a->room, (void *)(uintptr_t)++n);
             continue;
         }

@@ -11,7 +11,8 @@
  * it has heard of got, and pushes what it missed. Such a catch-up can push
  * an event twice; clients ignore a seq they already have (protocol.md).
  * A membership change heard from elsewhere also tells the local writer to
- * forget its cached members of that room.
+ * forget its cached members of that room. Read markers that moved and
+ * devices logged out elsewhere are pushed (a "read" event; close 4001) too.
  * SPDX-License-Identifier: MIT */
 #include <poll.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct fb_relay {
     fb_ws_enc_t *enc;
     fb_map_t known;   /* room -> (void *)highest seq heard of */
     fb_map_t members; /* room -> fb_snap_t * (current members) */
+    fb_map_t names;   /* user -> char * (their name, for read events) */
     fb_wreq_t **out;  /* pushes to hand to the loops */
     size_t n_out, cap_out;
     fb_relay_stats_t stats;
@@ -84,10 +86,11 @@ static int members_of(fb_relay_t *r, fb_store_t *st, int64_t room, fb_snap_t **o
 
 /* ---- pushes ---- */
 
+static fb_push_t *push_new(fb_relay_t *r, int type);
+
 static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t extra)
 {
-    fb_push_t *p = fb_calloc(1, sizeof *p);
-    p->type = FB_PUSH_FRAME;
+    fb_push_t *p = push_new(r, FB_PUSH_FRAME);
     atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
     p->members = to;
     p->extra = extra;
@@ -96,6 +99,14 @@ static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t ext
     json_object_set_new(o, "event", json_string("msg"));
     fb_ws_enc_json(r->enc, &p->frame, o);
     json_decref(o);
+    atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
+}
+
+/* A request that carries one push of another node's change. */
+static fb_push_t *push_new(fb_relay_t *r, int type)
+{
+    fb_push_t *p = fb_calloc(1, sizeof *p);
+    p->type = type;
     fb_wreq_t *q = fb_wreq_new(0); /* no op: carries pushes only, nobody to reply to */
     q->origin = -1;
     q->pushes = p;
@@ -104,7 +115,49 @@ static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t ext
         r->out = fb_realloc(r->out, r->cap_out * sizeof *r->out);
     }
     r->out[r->n_out++] = q;
-    atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
+    return p;
+}
+
+static int name_of(fb_relay_t *r, fb_store_t *st, int64_t uid, const char **out)
+{
+    char *name = fb_map_get(&r->names, uid);
+    if (!name) {
+        fb_user_t u = {0};
+        int rc = fb_store_user_by_id(st, uid, &u);
+        if (rc) return rc;
+        name = fb_strdup(u.name);
+        fb_user_clear(&u);
+        fb_map_put(&r->names, uid, name);
+    }
+    *out = name;
+    return 0;
+}
+
+/* Another node's member moved their read marker: the "1"s drop here too. */
+static int relay_read(fb_relay_t *r, fb_store_t *st, const fb_change_t *ch)
+{
+    fb_snap_t *to;
+    const char *name;
+    int rc = members_of(r, st, ch->room_id, &to);
+    if (!rc) rc = name_of(r, st, ch->user_id, &name);
+    if (rc) return rc;
+    fb_push_t *p = push_new(r, FB_PUSH_FRAME);
+    atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
+    p->members = to;
+    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)ch->room_id,
+                          "user", fb_proto_user(ch->user_id, name), "seq",
+                          (json_int_t)ch->to_seq);
+    fb_ws_enc_json(r->enc, &p->frame, o);
+    json_decref(o);
+    return 0;
+}
+
+/* A device logged out through another node: its connections here close. */
+static void relay_logout(fb_relay_t *r, const fb_change_t *ch)
+{
+    fb_push_t *p = push_new(r, FB_PUSH_LOGOUT);
+    p->user_id = ch->user_id;
+    p->device_id = ch->device_id;
 }
 
 static void flush(fb_relay_t *r)
@@ -145,6 +198,17 @@ static void on_announce(void *ud, const char *origin, const fb_change_t *ch, siz
     atomic_fetch_add_explicit(&r->stats.announcements, 1, memory_order_relaxed);
     bool ours = strcmp(origin, r->srv->origin) == 0;
     for (size_t i = 0; i < n; i++) {
+        if (ch[i].kind == FB_CHANGE_LOGOUT) {
+            if (!ours) relay_logout(r, &ch[i]);
+            continue;
+        }
+        if (ch[i].kind == FB_CHANGE_READ) {
+            int rc = ours ? 0 : relay_read(r, fb_feed_store(r->feed), &ch[i]);
+            if (rc)
+                FB_WARN("relay", "read marker of room %lld not relayed: %s",
+                        (long long)ch[i].room_id, fb_err_message(rc));
+            continue;
+        }
         if (ours) {
             known_raise(r, ch[i].room_id, ch[i].to_seq); /* our own loops pushed these */
             continue;
@@ -233,6 +297,7 @@ int fb_relay_start(fb_server_t *s, fb_relay_t **out)
     r->enc = fb_ws_enc_new();
     fb_map_init(&r->known);
     fb_map_init(&r->members);
+    fb_map_init(&r->names);
     atomic_init(&r->stop, false);
     if (uv_thread_create(&r->thread, relay_main, r) != 0) {
         FB_ERROR("relay", "cannot start the relay thread");
@@ -256,6 +321,9 @@ void fb_relay_stop(fb_relay_t *r)
     for (size_t i = 0; i < r->members.cap; i++)
         if (r->members.slots[i].key > 0) fb_snap_release(r->members.slots[i].val);
     fb_map_free(&r->members);
+    for (size_t i = 0; i < r->names.cap; i++)
+        if (r->names.slots[i].key > 0) fb_free(r->names.slots[i].val);
+    fb_map_free(&r->names);
     fb_map_free(&r->known);
     fb_feed_close(r->feed);
     fb_ws_enc_free(r->enc);

@@ -389,12 +389,12 @@ int fb_server_main(int argc, char **argv)
         goto out;
     fb_config_db_path(&s->cfg, s->db_path, sizeof s->db_path);
     {
-        char host[64] = "node", rnd[9];
+        /* one word of at most 64 bytes (fb_store_announce), unique per run */
+        char rnd[9];
         uint8_t b[4];
-        gethostname(host, sizeof host - 1);
         randombytes_buf(b, sizeof b);
         fb_hex_encode(b, sizeof b, rnd);
-        snprintf(s->origin, sizeof s->origin, "%s:%s:%d:%s", host, s->cfg.listen_host,
+        snprintf(s->origin, sizeof s->origin, "%.40s:%d-%s", s->cfg.listen_host,
                  s->cfg.listen_port, rnd);
     }
     s->store_cfg.kind = s->cfg.store;

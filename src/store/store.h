@@ -201,12 +201,20 @@ typedef struct {
 int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n);
 
 /* ---- the change feed: several nodes on one shared store ----
- * A node announces, inside its transaction, the seq range each room got;
+ * A node announces, inside its transaction, the seq range each room got
+ * (and the read markers that moved, and the devices logged out);
  * the announcement reaches the other nodes' feeds if and only if the
  * transaction commits (PostgreSQL: NOTIFY). SQLite has one node only:
  * announce is a no-op and a feed cannot be opened (FB_EINVAL). */
+enum {
+    FB_CHANGE_EVENTS = 0, /* room_id got the events from_seq..to_seq */
+    FB_CHANGE_READ = 1,   /* user_id's read marker in room_id moved to to_seq */
+    FB_CHANGE_LOGOUT = 2, /* user_id's device_id was logged out */
+};
 typedef struct {
     int64_t room_id, from_seq, to_seq;
+    int kind; /* FB_CHANGE_*; 0 (events) when left out of an initializer */
+    int64_t user_id, device_id;
 } fb_change_t;
 int fb_store_announce(fb_store_t *s, const char *origin, const fb_change_t *changes, size_t n);
 
@@ -227,7 +235,8 @@ int fb_feed_poll(fb_feed_t *f, fb_feed_cb cb, void *ud, bool *reconnected);
  * and for fetching announced events (fb_store_events_after, members_list,
  * rooms_since). Owned by the feed; do not close. */
 fb_store_t *fb_feed_store(fb_feed_t *f);
-/* Rooms whose last_seq is above what the caller knows: for each room in
+/* Rooms whose last_seq is above what the caller knows (events changes
+ * only): for each room in
  * known[0..n) (room_id with to_seq = the highest seq this node has seen),
  * sets from_seq = known to_seq and to_seq = the store's last_seq; rooms that
  * did not move get from_seq == to_seq. */

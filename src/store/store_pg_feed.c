@@ -6,7 +6,8 @@
  * must never block on the feed socket, and never drop an announcement it
  * has read without handing it to the caller.
  *
- * Payload: "ORIGIN ROOM:FROM-TO ROOM:FROM-TO ...", at most PAYLOAD_MAX
+ * Payload: "ORIGIN ROOM:FROM-TO ... r:ROOM:USER:SEQ ... x:USER:DEVICE ...":
+ * event ranges, read markers, logouts; at most PAYLOAD_MAX
  * bytes (PostgreSQL's limit is 8000); a longer announcement is split into
  * several notifications, each with the origin.
  *
@@ -43,8 +44,17 @@ int fb_pg_announce(fb_store_t *base, const char *origin, const fb_change_t *chan
     fb_buf_t cur = {0};
     char piece[80];
     for (size_t i = 0; i < n; i++) {
-        int len = snprintf(piece, sizeof piece, " %lld:%lld-%lld", (long long)changes[i].room_id,
-                           (long long)changes[i].from_seq, (long long)changes[i].to_seq);
+        const fb_change_t *ch = &changes[i];
+        int len;
+        if (ch->kind == FB_CHANGE_READ)
+            len = snprintf(piece, sizeof piece, " r:%lld:%lld:%lld", (long long)ch->room_id,
+                           (long long)ch->user_id, (long long)ch->to_seq);
+        else if (ch->kind == FB_CHANGE_LOGOUT)
+            len = snprintf(piece, sizeof piece, " x:%lld:%lld", (long long)ch->user_id,
+                           (long long)ch->device_id);
+        else
+            len = snprintf(piece, sizeof piece, " %lld:%lld-%lld", (long long)ch->room_id,
+                           (long long)ch->from_seq, (long long)ch->to_seq);
         if (cur.len && cur.len + (size_t)len > PAYLOAD_MAX) {
             if (count == cap) payloads = fb_realloc(payloads, (cap *= 2) * sizeof *payloads);
             payloads[count++] = fb_strndup(cur.data, cur.len);
@@ -127,13 +137,29 @@ static void deliver(const char *payload, fb_feed_cb cb, void *ud)
     const char *c = payload + olen;
     while (*c == ' ') {
         char *end;
-        fb_change_t ch;
-        ch.room_id = strtoll(c + 1, &end, 10);
-        if (*end != ':') break;
-        ch.from_seq = strtoll(end + 1, &end, 10);
-        if (*end != '-') break;
-        ch.to_seq = strtoll(end + 1, &end, 10);
-        if ((*end != ' ' && *end) || ch.room_id <= 0 || ch.from_seq > ch.to_seq) break;
+        fb_change_t ch = {0};
+        if (c[1] == 'r' && c[2] == ':') { /* a read marker */
+            ch.kind = FB_CHANGE_READ;
+            ch.room_id = strtoll(c + 3, &end, 10);
+            if (*end != ':') break;
+            ch.user_id = strtoll(end + 1, &end, 10);
+            if (*end != ':') break;
+            ch.from_seq = ch.to_seq = strtoll(end + 1, &end, 10);
+            if ((*end != ' ' && *end) || ch.room_id <= 0 || ch.user_id <= 0) break;
+        } else if (c[1] == 'x' && c[2] == ':') { /* a logout */
+            ch.kind = FB_CHANGE_LOGOUT;
+            ch.user_id = strtoll(c + 3, &end, 10);
+            if (*end != ':') break;
+            ch.device_id = strtoll(end + 1, &end, 10);
+            if ((*end != ' ' && *end) || ch.user_id <= 0 || ch.device_id <= 0) break;
+        } else {
+            ch.room_id = strtoll(c + 1, &end, 10);
+            if (*end != ':') break;
+            ch.from_seq = strtoll(end + 1, &end, 10);
+            if (*end != '-') break;
+            ch.to_seq = strtoll(end + 1, &end, 10);
+            if ((*end != ' ' && *end) || ch.room_id <= 0 || ch.from_seq > ch.to_seq) break;
+        }
         changes[n++] = ch;
         c = end;
     }

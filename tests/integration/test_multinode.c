@@ -308,6 +308,58 @@ static void test_client_fails_over_to_next_node(void **state)
     assert_int_equal(texts, N);
 }
 
+static bool stopped(void *arg)
+{
+    return fb_client_state(arg) == FB_CLIENT_STOPPED;
+}
+
+/* A read marker moved through node 1 reaches the sender on node 0 (the
+ * KakaoTalk "1" drops there too); a device logged out through node 0 loses
+ * its connection on node 1. */
+static void test_read_and_logout_between_nodes(void **state)
+{
+    fx_t *f = *state;
+    NEED_PG(f);
+    assert_int_equal(fb_test_pg_db_new(NULL, f->db, sizeof f->db), 0);
+    start_node(f, 0);
+    start_node(f, 1);
+    fb_client_t *a = client(f, 0, f->node[0].addr, "alice", true);
+    fb_client_t *b = client(f, 1, f->node[1].addr, "bob", true);
+    int64_t room = group(a, "receipts", "bob");
+    ack_t k = send_sync(a, room, "did you read this?", NULL);
+    assert_int_equal(k.err, 0);
+    json_t *ev = next_msg_text(b, room, "text", "did you read this?");
+    assert_non_null(ev);
+    json_decref(ev);
+    json_t *rep = fb_itest_call(b, json_pack("{s:s,s:I,s:I}", "op", "read", "room",
+                                             (json_int_t)room, "seq", (json_int_t)k.seq),
+                                IO_MS);
+    assert_non_null(rep);
+    json_decref(rep);
+    for (;;) { /* alice hears bob's marker, through node 0's relay */
+        json_t *e = NULL;
+        assert_int_equal(fb_client_next_event(a, &e, IO_MS), 0);
+        const char *name = json_string_value(json_object_get(e, "event"));
+        bool done = name && !strcmp(name, "read") &&
+                    fb_client_json_user_id(json_object_get(e, "user")) == fb_client_user_id(b);
+        if (done) assert_int_equal(json_integer_value(json_object_get(e, "seq")), k.seq);
+        json_decref(e);
+        if (done) break;
+    }
+
+    /* bob's second device, on node 0, logs out his first (on node 1) */
+    fb_client_opts_t o = {.servers = f->node[0].addr, .user = "bob", .password = PASSWORD,
+                          .device = "second", .queue_events = true};
+    assert_int_equal(fb_client_new(&f->loop, &o, &f->c[2]), 0);
+    assert_int_equal(fb_client_connect_sync(f->c[2], IO_MS), 0);
+    rep = fb_itest_call(f->c[2], json_pack("{s:s,s:I}", "op", "logout", "device",
+                                           (json_int_t)fb_client_device_id(b)),
+                        IO_MS);
+    assert_non_null(rep);
+    json_decref(rep);
+    assert_int_equal(fb_client_run_until(b, stopped, b, IO_MS), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_membership_is_the_stores, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writes_held_while_store_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_fails_over_to_next_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_and_logout_between_nodes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1281,7 +1281,8 @@ static void test_rooms_last_seq(void **state)
     join(fx->s, r1, alice, bob, 2);
     text(fx->s, r1, alice, 0, NULL, 3); /* r1 at 3 */
     int64_t r2 = mk_group(fx->s, alice, "two", 1);
-    fb_change_t k[] = {{r1, 0, 1}, {r2, 0, 1}, {9999, 0, 5}, {r1, 0, 3}};
+    fb_change_t k[] = {{.room_id = r1, .to_seq = 1}, {.room_id = r2, .to_seq = 1},
+                       {.room_id = 9999, .to_seq = 5}, {.room_id = r1, .to_seq = 3}};
     assert_int_equal(fb_store_rooms_last_seq(fx->s, k, FB_ARRAY_LEN(k)), 0);
     assert_int_equal(k[0].from_seq, 1);
     assert_int_equal(k[0].to_seq, 3);
@@ -1304,7 +1305,7 @@ static void test_sqlite_no_feed(void **state)
     assert_int_equal(fb_feed_open(&fx->cfg, &f), FB_EINVAL);
     assert_null(f);
     /* one node: announcing reaches nobody and is not an error */
-    fb_change_t ch = {1, 1, 2};
+    fb_change_t ch = {.room_id = 1, .from_seq = 1, .to_seq = 2};
     assert_int_equal(fb_store_begin(fx->s), 0);
     assert_int_equal(fb_store_announce(fx->s, "node-1", &ch, 1), 0);
     assert_int_equal(fb_store_commit(fx->s), 0);
@@ -1515,7 +1516,8 @@ static void test_pg_feed(void **state)
     assert_int_equal(h->calls, 0);
 
     /* rolled back: never heard, even the part under a released savepoint */
-    fb_change_t c1[] = {{5, 1, 2}, {6, 3, 4}};
+    fb_change_t c1[] = {{.room_id = 5, .from_seq = 1, .to_seq = 2},
+                        {.room_id = 6, .from_seq = 3, .to_seq = 4}};
     assert_int_equal(fb_store_begin(fx->s), 0);
     assert_int_equal(fb_store_savepoint(fx->s), 0);
     assert_int_equal(fb_store_announce(fx->s, "node-a", c1, 2), 0);
@@ -1548,7 +1550,8 @@ static void test_pg_feed(void **state)
     memset(h, 0, sizeof *h);
     static fb_change_t many[3000];
     for (int i = 0; i < 3000; i++)
-        many[i] = (fb_change_t){1000000000000LL + i, 1000000 + i, 2000000 + i};
+        many[i] = (fb_change_t){.room_id = 1000000000000LL + i, .from_seq = 1000000 + i,
+                                .to_seq = 2000000 + i};
     assert_int_equal(fb_store_begin(fx->s), 0);
     assert_int_equal(fb_store_announce(fx->s, "node-b", many, 3000), 0);
     assert_int_equal(fb_store_commit(fx->s), 0);
@@ -1558,10 +1561,34 @@ static void test_pg_feed(void **state)
     assert_string_equal(h->origin, "node-b");
     assert_int_equal(h->n, 3000);
     for (int i = 0; i < 3000; i++)
-        if (memcmp(&h->ch[i], &many[i], sizeof many[i]) != 0) fail_msg("change %d differs", i);
+        if (h->ch[i].room_id != many[i].room_id || h->ch[i].from_seq != many[i].from_seq ||
+            h->ch[i].to_seq != many[i].to_seq || h->ch[i].kind != FB_CHANGE_EVENTS)
+            fail_msg("change %d differs", i);
+
+    /* read markers and logouts travel beside the events */
+    memset(h, 0, sizeof *h);
+    fb_change_t mixed[] = {
+        {.room_id = 7, .from_seq = 3, .to_seq = 4},
+        {.kind = FB_CHANGE_READ, .room_id = 7, .user_id = 42, .from_seq = 4, .to_seq = 4},
+        {.kind = FB_CHANGE_LOGOUT, .user_id = 42, .device_id = 9},
+    };
+    assert_int_equal(fb_store_begin(fx->s), 0);
+    assert_int_equal(fb_store_announce(fx->s, "node-c", mixed, 3), 0);
+    assert_int_equal(fb_store_commit(fx->s), 0);
+    assert_int_equal(listen_for(f, h, 1, 5000, NULL), 0);
+    assert_int_equal(h->n, 3);
+    assert_int_equal(h->ch[0].kind, FB_CHANGE_EVENTS);
+    assert_int_equal(h->ch[0].to_seq, 4);
+    assert_int_equal(h->ch[1].kind, FB_CHANGE_READ);
+    assert_int_equal(h->ch[1].room_id, 7);
+    assert_int_equal(h->ch[1].user_id, 42);
+    assert_int_equal(h->ch[1].to_seq, 4);
+    assert_int_equal(h->ch[2].kind, FB_CHANGE_LOGOUT);
+    assert_int_equal(h->ch[2].user_id, 42);
+    assert_int_equal(h->ch[2].device_id, 9);
 
     /* bad announcements are refused */
-    fb_change_t bad = {5, 3, 2};
+    fb_change_t bad = {.room_id = 5, .from_seq = 3, .to_seq = 2};
     assert_int_equal(fb_store_announce(fx->s, "node-a", &bad, 1), FB_EINVAL);
     assert_int_equal(fb_store_announce(fx->s, "no space", c1, 1), FB_EINVAL);
 
