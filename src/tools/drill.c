@@ -37,7 +37,7 @@ static const char usage_text[] =
     "  --max-backlog N       unacked sends per sender before offers are skipped (default 1000)\n"
     "  --max-messages N      stop offering after N messages in all (default 1000000)\n"
     "  --duration T          how long the load runs (default 40s)\n"
-    "  --probe-interval T    each reader's read probe (history, limit 1) (default 100ms)\n"
+    "  --probe-interval T    each site probe's and reader's read (history, limit 1) (100ms)\n"
     "\n"
     "fault:\n"
     "  --fault-cmd CMD       run by /bin/sh -c during the load, output logged, with\n"
@@ -495,6 +495,8 @@ typedef struct {
     int64_t outage_fault_senders, outage_other_senders; /* -1: none in the group */
     int64_t fault_senders_back;                         /* fault end -> last of them acked */
     int64_t read_survivors, read_all;                   /* -1: no reader in the group */
+    int64_t probe_survivors, probe_all;                 /* -1: no site probe measured */
+    long site_probes_ok, site_probes_failed;
     long probes_ok, probes_failed;
     bool cmd_failed;
     int exit;
@@ -540,6 +542,16 @@ static void verdict(drill_t *d, verdict_t *v)
     v->acked_per_s =
         d->load_end_ms > 0 ? (double)v->acked_in_load * 1000.0 / (double)d->load_end_ms : 0;
     v->read_survivors = v->read_all = -1;
+    v->probe_survivors = v->probe_all = -1;
+    for (int i = 0; i < d->n_probers; i++) {
+        const drill_prober_t *p = &d->probers[i];
+        v->site_probes_ok += p->ok;
+        v->site_probes_failed += p->failed;
+        if (p->last_ok_ms < 0) continue; /* never answered: its error is reported */
+        v->probe_all = FB_MAX(v->probe_all, p->max_gap_ms);
+        if (p->site + 1 != d->o.fault_site)
+            v->probe_survivors = FB_MAX(v->probe_survivors, p->max_gap_ms);
+    }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
         v->read_all = FB_MAX(v->read_all, r->max_gap_ms);
@@ -661,11 +673,42 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                   "fault_site_senders_ms", ms_or_null(v->outage_fault_senders),
                   "fault_site_senders_back_ms", ms_or_null(v->fault_senders_back),
                   "other_senders_ms", ms_or_null(v->outage_other_senders)));
-    json_object_set_new(j, "read_outage",
-                        json_pack("{s:o,s:o,s:I,s:I}", "survivors_ms",
-                                  ms_or_null(v->read_survivors), "all_ms", ms_or_null(v->read_all),
-                                  "probes_ok", (json_int_t)v->probes_ok, "probes_failed",
-                                  (json_int_t)v->probes_failed));
+    json_t *readers = json_array();
+    for (int i = 0; i < d->o.readers; i++) {
+        const drill_reader_t *r = &d->r[i];
+        json_array_append_new(
+            readers, json_pack("{s:i,s:I,s:I,s:I,s:I,s:s?,s:o}", "site", r->home + 1, "max_gap_ms",
+                               (json_int_t)r->max_gap_ms, "gap_from_ms",
+                               (json_int_t)r->gap_from_ms, "probes_ok", (json_int_t)r->probes_ok,
+                               "probes_failed", (json_int_t)r->probes_failed, "last_error",
+                               r->probes_failed ? r->probe_err : NULL, "last_error_at_ms",
+                               r->probes_failed ? json_integer(r->probe_err_ms) : json_null()));
+    }
+    json_t *probers = json_array();
+    for (int i = 0; i < d->n_probers; i++) {
+        const drill_prober_t *p = &d->probers[i];
+        json_array_append_new(
+            probers,
+            json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o,s:s?}", "site", p->site + 1, "max_gap_ms",
+                      p->last_ok_ms < 0 ? json_null() : json_integer(p->max_gap_ms), "gap_from_ms",
+                      p->last_ok_ms < 0 ? json_null() : json_integer(p->gap_from_ms), "probes_ok",
+                      (json_int_t)p->ok, "probes_failed", (json_int_t)p->failed, "last_error",
+                      p->failed ? p->probe_err : NULL, "last_error_at_ms",
+                      p->failed ? json_integer(p->probe_err_ms) : json_null(), "setup_error",
+                      p->setup_err ? p->error : NULL));
+    }
+    json_object_set_new(
+        j, "read_outage",
+        json_pack("{s:o,s:o,s:I,s:I,s:o,s:o,s:o,s:I,s:I,s:o}", "survivors_ms",
+                  ms_or_null(v->probe_survivors), "all_ms", ms_or_null(v->probe_all), "probes_ok",
+                  (json_int_t)v->site_probes_ok, "probes_failed", (json_int_t)v->site_probes_failed,
+                  "sites", probers, "readers_survivors_ms", ms_or_null(v->read_survivors),
+                  "readers_all_ms", ms_or_null(v->read_all), "readers_probes_ok",
+                  (json_int_t)v->probes_ok, "readers_probes_failed", (json_int_t)v->probes_failed,
+                  "readers", readers));
+    json_object_set_new(j, "drill_stall",
+                        json_pack("{s:I,s:I}", "ms", (json_int_t)d->max_tick_gap_ms, "from_ms",
+                                  (json_int_t)d->tick_gap_from_ms));
     json_object_set_new(
         j, "checks",
         json_pack("{s:b,s:i,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
@@ -759,10 +802,22 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
         fprintf(f, "\n");
     }
     fprintf(f, "  %-14ssurvivors ", "read outage");
+    print_secs(f, v->probe_survivors);
+    fprintf(f, ", all ");
+    print_secs(f, v->probe_all);
+    fprintf(f, " (site probes: %ld ok, %ld failed)\n", v->site_probes_ok, v->site_probes_failed);
+    for (int i = 0; i < d->n_probers; i++)
+        if (d->probers[i].setup_err)
+            fprintf(f, "  %-14ssite %d's probe never ran: %s\n", "", i + 1, d->probers[i].error);
+    fprintf(f, "  %-14ssurvivors ", "readers wait");
     print_secs(f, v->read_survivors);
     fprintf(f, ", all ");
     print_secs(f, v->read_all);
-    fprintf(f, " (%ld probes ok, %ld failed)\n", v->probes_ok, v->probes_failed);
+    fprintf(f, " (%ld probes ok, %ld failed; behind every room's pushes)\n", v->probes_ok,
+            v->probes_failed);
+    fprintf(f, "  %-14s%.2f s at t=%.2f s (the drill's own loop, busy: no probe or send)\n",
+            "drill stall", (double)d->max_tick_gap_ms / 1000.0,
+            (double)d->tick_gap_from_ms / 1000.0);
     print_cmd(f, "fault", &d->fault);
     print_cmd(f, "heal", &d->heal);
     if (d->v.done)
@@ -833,6 +888,8 @@ static void drill_init(drill_t *d)
         snprintf(s->name, sizeof s->name, "%s-s%d", o->prefix, i);
     }
     d->r = fb_calloc((size_t)FB_MAX(o->readers, 1), sizeof *d->r);
+    d->n_probers = (int)o->n_sites;
+    d->probers = fb_calloc(o->n_sites, sizeof *d->probers);
     for (int i = 0; i < o->readers; i++) {
         drill_reader_t *r = &d->r[i];
         r->d = d;
@@ -869,6 +926,7 @@ static void drill_free(drill_t *d)
     fb_free(d->o.sites);
     fb_free(d->s);
     fb_free(d->r);
+    fb_free(d->probers);
     fb_free(d->room_ids);
     fb_free(d->room_setup_seq);
     fb_free(d->room_ix);

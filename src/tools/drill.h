@@ -8,6 +8,7 @@
 #define FB_TOOLS_DRILL_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -113,10 +114,30 @@ typedef struct {
     int64_t next_probe_ms;
     int64_t last_ok_ms, max_gap_ms, gap_from_ms;
     long probes_ok, probes_failed;
+    char probe_err[64]; /* the last failed probe's error, for the report */
+    int64_t probe_err_ms;
     /* the final sync */
     bool sync_out, final_ok;
     int sync_err;
 } drill_reader_t;
+
+/* A site probe (drill_probe.c): a client of its own on a thread of its own. */
+typedef struct {
+    drill_t *d;
+    int site; /* 0-based: the site it starts at */
+    char name[40];
+    uv_thread_t thread;
+    bool started;
+    /* the prober thread's own until the join */
+    int setup_err;
+    char error[128];
+    int64_t room;
+    bool out;
+    int64_t first_ok_ms, last_ok_ms, max_gap_ms, gap_from_ms; /* -1: none yet */
+    long ok, failed;
+    char probe_err[64];
+    int64_t probe_err_ms;
+} drill_prober_t;
 
 /* A fault or heal command run through /bin/sh -c. */
 typedef struct {
@@ -172,6 +193,9 @@ struct drill {
     void *regs; /* registrations in flight (drill_load.c) */
     drill_sender_t *s;
     drill_reader_t *r;
+    drill_prober_t *probers; /* one per site */
+    int n_probers;
+    atomic_bool probers_stop;
     char **client_servers; /* per home site: the sites list rotated to start there */
 
     /* pacing */
@@ -183,6 +207,9 @@ struct drill {
 
     /* write outage, from acks */
     int64_t last_ack_ms, max_ack_gap_ms, ack_gap_from_ms;
+    /* the drill's own loop: the longest time between two ticks, when the
+     * load generator itself was too busy to probe or send (its stall) */
+    int64_t last_tick_ms, max_tick_gap_ms, tick_gap_from_ms;
     long acked, acked_dup, refused;
     int64_t first_ack_after_fault_ms;
 
@@ -229,6 +256,10 @@ void drill_tick_start(drill_t *d); /* pacing, probes, schedule, progress: until 
 int drill_setup(drill_t *d);
 void drill_load(drill_t *d);
 void drill_close_clients(drill_t *d);
+
+/* drill_probe.c: the site probes run from start to stop, each in a thread */
+void drill_probers_start(drill_t *d);
+void drill_probers_stop(drill_t *d);
 
 /* drill_check.c */
 void drill_verify_store(drill_t *d);

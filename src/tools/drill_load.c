@@ -405,11 +405,13 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
     drill_t *d = r->d;
     r->probe_out = false;
     if (d->phase >= PH_VERIFY) return;
+    int64_t now = drill_now(d);
     if (err) {
         r->probes_failed++;
+        snprintf(r->probe_err, sizeof r->probe_err, "%s", msg ? msg : fb_err_message(err));
+        r->probe_err_ms = now;
         return;
     }
-    int64_t now = drill_now(d);
     r->probes_ok++;
     second(d, now)->reads_ok++;
     if (now - r->last_ok_ms > r->max_gap_ms) {
@@ -655,6 +657,11 @@ static void on_tick(uv_timer_t *t)
     drill_t *d = t->data;
     if (d->phase != PH_LOAD && d->phase != PH_DRAIN) return;
     int64_t now = drill_now(d);
+    if (d->last_tick_ms && now - d->last_tick_ms > d->max_tick_gap_ms) {
+        d->max_tick_gap_ms = now - d->last_tick_ms;
+        d->tick_gap_from_ms = d->last_tick_ms;
+    }
+    d->last_tick_ms = now;
     commands(d, now);
     if (d->phase == PH_LOAD) {
         pace(d, now);
@@ -693,6 +700,7 @@ void drill_load(drill_t *d)
 {
     d->t0_ns = uv_hrtime();
     d->phase = PH_LOAD;
+    drill_probers_start(d);
     d->last_ack_ms = 0;
     d->first_ack_after_fault_ms = -1;
     for (int i = 0; i < d->o.senders; i++)
@@ -718,6 +726,7 @@ void drill_load(drill_t *d)
     if (!drill_run_until(d, drained, d->o.drain_timeout_ms))
         drill_log(d, "drain: %ld sends still unacknowledged after %.0f s", unacked_now(d),
                   (double)d->o.drain_timeout_ms / 1000.0);
+    drill_probers_stop(d);
     int64_t now = drill_now(d);
     d->drain_end_ms = now;
     d->phase = PH_VERIFY;

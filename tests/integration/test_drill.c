@@ -271,7 +271,15 @@ static void test_drill_kill_restart(void **state)
      * later: the drill must have seen that much silence */
     assert_true(jnum(r, "write_outage.ms") >= 950);
     assert_true(jnum(r, "write_outage.ms") < 15000);
+    /* the site probe (its own client and thread) and the readers both
+     * went without an answer while the node was down */
     assert_true(jnum(r, "read_outage.all_ms") >= 950);
+    assert_true(jnum(r, "read_outage.probes_ok") > 10);
+    assert_true(jnum(r, "read_outage.readers_all_ms") >= 950);
+    json_t *sites = json_object_get(json_object_get(r, "read_outage"), "sites");
+    assert_int_equal(json_array_size(sites), 1);
+    assert_true(json_is_null(json_object_get(json_array_get(sites, 0), "setup_error")));
+    assert_true(jnum(r, "drill_stall.ms") >= 10); /* at least one tick apart */
     assert_int_equal(jnum(r, "fault.exit_status"), 0);
     assert_int_equal(jnum(r, "heal.exit_status"), 0);
     json_decref(r);

@@ -1,0 +1,169 @@
+/* Site probes of `firebreak drill`: per site one client of its own, on a
+ * thread and libuv loop of its own, in a room of its own where nobody
+ * writes, reading that room's history (limit 1) every --probe-interval.
+ * They measure what a person opening a chat at that site sees: whether the
+ * node answers reads. The readers' probes measure that too, but each reader
+ * is in every drill room and shares the drill's one thread with every other
+ * client: after a failover the backlog of held messages reaches all of them
+ * at once, and a reader's probe reply waits behind its share of that
+ * backlog on its connection and behind everyone's on the thread. Both are
+ * reported (docs/drill.md).
+ * A prober thread touches only its own drill_prober_t, reads d->o,
+ * d->client_servers, d->t0_ns and d->password (fixed before it starts) and
+ * the atomic stop flag; the main thread reads the prober after the join.
+ * SPDX-License-Identifier: MIT */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/fb.h"
+#include "tools/drill.h"
+
+static bool stopping(void *arg)
+{
+    drill_prober_t *p = arg;
+    return atomic_load_explicit(&p->d->probers_stop, memory_order_acquire);
+}
+
+static bool reply_or_stop(void *arg)
+{
+    drill_prober_t *p = arg;
+    return !p->out || stopping(p);
+}
+
+static void on_registered(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
+{
+    drill_prober_t *p = ud;
+    p->out = false;
+    p->setup_err = err;
+    if (err) snprintf(p->error, sizeof p->error, "register: %s", msg ? msg : fb_client_strerror(err));
+}
+
+static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
+{
+    drill_prober_t *p = ud;
+    int64_t now = drill_now(p->d);
+    p->out = false;
+    if (err) {
+        p->failed++;
+        snprintf(p->probe_err, sizeof p->probe_err, "%s", msg ? msg : fb_client_strerror(err));
+        p->probe_err_ms = now;
+        return;
+    }
+    p->ok++;
+    if (p->last_ok_ms >= 0 && now - p->last_ok_ms > p->max_gap_ms) {
+        p->max_gap_ms = now - p->last_ok_ms;
+        p->gap_from_ms = p->last_ok_ms;
+    }
+    if (p->last_ok_ms < 0) p->first_ok_ms = now;
+    p->last_ok_ms = now;
+}
+
+/* Register, create the probe room: 0 or an error (p->error says which). */
+static int prober_setup(drill_prober_t *p, fb_client_t *c)
+{
+    const drill_t *d = p->d;
+    int timeout = d->o.setup_timeout_ms;
+    int err = fb_client_connect_sync(c, timeout);
+    if (err) {
+        snprintf(p->error, sizeof p->error, "no site answered: %s", fb_client_strerror(err));
+        return err;
+    }
+    p->out = true;
+    err = fb_client_register(c, p->name, d->password, "drill-probe", on_registered, p);
+    if (!err && fb_client_run_until(c, reply_or_stop, p, timeout) == 0 && !p->out)
+        err = p->setup_err;
+    else if (!err)
+        err = FB_CLIENT_ETIMEDOUT;
+    if (err) {
+        if (!p->error[0])
+            snprintf(p->error, sizeof p->error, "register: %s", fb_client_strerror(err));
+        return err;
+    }
+    char room[64];
+    snprintf(room, sizeof room, "%s probe %d", d->o.prefix, p->site + 1);
+    json_t *reply = NULL;
+    err = fb_client_call_sync(
+        c, json_pack("{s:s,s:s,s:[]}", "op", "create_group", "name", room, "members"), &reply,
+        timeout);
+    if (!err)
+        p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
+    json_decref(reply);
+    if (!err && p->room <= 0) err = FB_EBADREQ;
+    if (err) snprintf(p->error, sizeof p->error, "create_group: %s", fb_client_strerror(err));
+    return err;
+}
+
+static void prober_main(void *arg)
+{
+    drill_prober_t *p = arg;
+    const drill_t *d = p->d;
+    uv_loop_t loop;
+    if (uv_loop_init(&loop)) {
+        snprintf(p->error, sizeof p->error, "no libuv loop");
+        p->setup_err = FB_EIO;
+        return;
+    }
+    fb_client_t *c = NULL;
+    fb_client_opts_t o = {
+        .servers = d->client_servers[p->site],
+        .device = "drill-probe",
+        .raw_events = true,
+        .connect_timeout_ms = d->o.connect_timeout_ms,
+        .keepalive_ms = d->o.keepalive_ms,
+    };
+    int err = fb_client_new(&loop, &o, &c);
+    if (!err) err = prober_setup(p, c);
+    if (err) {
+        p->setup_err = err;
+    } else {
+        int64_t next = drill_now(d);
+        while (!stopping(p)) {
+            int64_t now = drill_now(d);
+            if (!p->out && now >= next) {
+                next = FB_MAX(next + d->o.probe_ms, now);
+                p->out = true;
+                if (fb_client_history(c, p->room, 0, 1, on_probe, p)) {
+                    p->out = false;
+                    p->failed++;
+                }
+            }
+            /* the loop runs until the reply or the next probe is due */
+            int64_t wait = p->out ? DRILL_TICK_MS : FB_MAX(1, next - drill_now(d));
+            fb_client_run_until(c, p->out ? reply_or_stop : stopping, p,
+                                (int)FB_MIN(wait, DRILL_TICK_MS));
+        }
+        /* an outage still open at the end counts up to it */
+        int64_t end = drill_now(d);
+        if (p->last_ok_ms >= 0 && end - p->last_ok_ms > p->max_gap_ms) {
+            p->max_gap_ms = end - p->last_ok_ms;
+            p->gap_from_ms = p->last_ok_ms;
+        }
+    }
+    if (c) fb_client_free_sync(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+}
+
+void drill_probers_start(drill_t *d)
+{
+    atomic_store(&d->probers_stop, false);
+    for (int i = 0; i < d->n_probers; i++) {
+        drill_prober_t *p = &d->probers[i];
+        p->d = d;
+        p->site = i;
+        p->last_ok_ms = p->first_ok_ms = -1;
+        snprintf(p->name, sizeof p->name, "%s-p%d", d->o.prefix, i);
+        p->started = uv_thread_create(&p->thread, prober_main, p) == 0;
+        if (!p->started) snprintf(p->error, sizeof p->error, "cannot start a thread");
+    }
+}
+
+void drill_probers_stop(drill_t *d)
+{
+    atomic_store_explicit(&d->probers_stop, true, memory_order_release);
+    for (int i = 0; i < d->n_probers; i++)
+        if (d->probers[i].started) {
+            uv_thread_join(&d->probers[i].thread);
+            d->probers[i].started = false;
+        }
+}
