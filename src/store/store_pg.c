@@ -416,6 +416,183 @@ static const char *const session_sql[] = {
                    " SELECT pg_is_in_recovery(), current_setting('synchronous_commit')",
 };
 
+/* ---- finding the server ----
+ * libpq tries the hosts of a multi-host conninfo in order on every attempt
+ * and gives each its connect_timeout (at least 2 s). While a failover is in
+ * progress the node retries every few hundred ms, and a site that is cut
+ * off (its packets dropped, not refused) would cost those seconds on each
+ * try: the new primary, once promoted, would wait for them. So such a
+ * conninfo is tried host by host, with the same keys, and a host whose
+ * attempt failed only after PG_SLOW_FAIL_MS (it timed out: unreachable) is
+ * passed over for PG_PASS_OVER_MS, unless every host is. */
+#define PG_HOSTS_MAX 16
+#define PG_SLOW_FAIL_MS 1000
+#define PG_PASS_OVER_MS 5000
+
+static uint64_t now_ms(void)
+{
+    return fb_mono_ns() / 1000000u;
+}
+
+/* Comma-separated items of v: count, and item i into out (NULL out: count). */
+static int list_item(const char *v, int i, char **out)
+{
+    int n = 0;
+    const char *p = v;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        if (n == i && out) *out = fb_strndup(p, len);
+        n++;
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    return n;
+}
+
+static void pg_hosts_free(fb_pg_store_t *s)
+{
+    for (int i = 0; i < s->n_hosts && s->host; i++) {
+        fb_free(s->host[i]);
+        fb_free(s->hostaddr[i]);
+        fb_free(s->port[i]);
+    }
+    fb_free(s->host);
+    fb_free(s->hostaddr);
+    fb_free(s->port);
+    fb_free(s->skip_until_ms);
+    s->host = s->hostaddr = s->port = NULL;
+    s->skip_until_ms = NULL;
+    s->n_hosts = 0;
+}
+
+/* Splits host, hostaddr and port lists into one entry per host. A conninfo
+ * libpq cannot parse, or of one host, is left to libpq (n_hosts = 1). */
+static void pg_hosts_parse(fb_pg_store_t *s)
+{
+    s->n_hosts = 1;
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(s->conninfo, &errmsg);
+    if (!opts) {
+        PQfreemem(errmsg); /* libpq says it again when connecting */
+        return;
+    }
+    const char *v[3] = {NULL, NULL, NULL}; /* host, hostaddr, port */
+    static const char *const names[3] = {"host", "hostaddr", "port"};
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        for (int k = 0; k < 3; k++)
+            if (o->val && *o->val && strcmp(o->keyword, names[k]) == 0) v[k] = o->val;
+    int n[3], hosts = 1;
+    for (int k = 0; k < 3; k++) {
+        n[k] = v[k] ? list_item(v[k], -1, NULL) : 0;
+        hosts = FB_MAX(hosts, n[k]);
+    }
+    bool fits = hosts > 1 && hosts <= PG_HOSTS_MAX;
+    for (int k = 0; k < 3; k++)
+        fits = fits && (n[k] <= 1 || n[k] == hosts);
+    if (fits) {
+        char **lists[3];
+        for (int k = 0; k < 3; k++)
+            lists[k] = fb_calloc((size_t)hosts, sizeof(char *));
+        for (int i = 0; i < hosts; i++)
+            for (int k = 0; k < 3; k++)
+                if (n[k] == hosts) list_item(v[k], i, &lists[k][i]);
+        s->host = lists[0];
+        s->hostaddr = lists[1];
+        s->port = lists[2];
+        s->skip_until_ms = fb_calloc((size_t)hosts, sizeof *s->skip_until_ms);
+        s->n_hosts = hosts;
+    }
+    PQconninfoFree(opts);
+}
+
+/* One attempt: every host of the conninfo (host < 0) or the one given.
+ * Defaults first, the operator's string after, then the host: a key the
+ * operator sets wins over a default. The defaults bound how long a dead
+ * site can stall a connect or hide behind an idle connection. */
+static PGconn *pg_connect_to(const fb_pg_store_t *s, int host)
+{
+    const char *keys[12] = {"connect_timeout", "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "dbname", "client_encoding",
+                            "fallback_application_name"};
+    const char *vals[12] = {"5", "10", "2", "3", s->conninfo, "UTF8", "firebreak"};
+    int k = 7;
+    if (host >= 0) {
+        const char *over[3] = {"host", "hostaddr", "port"};
+        char *val[3] = {s->host[host], s->hostaddr[host], s->port[host]};
+        for (int i = 0; i < 3; i++)
+            if (val[i]) {
+                keys[k] = over[i];
+                vals[k++] = val[i];
+            }
+    }
+    keys[k] = vals[k] = NULL;
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+static void first_line(char *out, size_t cap, size_t *len, const char *sep, const char *msg)
+{
+    if (*len >= cap) return;
+    int w = snprintf(out + *len, cap - *len, "%s%.*s", *len ? sep : "", (int)strcspn(msg, "\n"),
+                     msg);
+    *len = w < 0 ? cap : FB_MIN(cap, *len + (size_t)w);
+}
+
+/* A connection to the first host that takes it, passing over the ones that
+ * timed out lately; NULL (FB_EUNAVAIL) with why logged, or FB_ENOMEM. */
+static int pg_connect_hosts(fb_pg_store_t *s, PGconn **out)
+{
+    if (!s->n_hosts) pg_hosts_parse(s);
+    char why[512];
+    size_t len = 0;
+    why[0] = 0;
+    if (s->n_hosts == 1) {
+        PGconn *c = pg_connect_to(s, -1);
+        if (!c) return FB_ENOMEM;
+        if (PQstatus(c) == CONNECTION_OK) {
+            *out = c;
+            return 0;
+        }
+        first_line(why, sizeof why, &len, "", PQerrorMessage(c));
+        PQfinish(c);
+    } else {
+        int tried = 0, passed = 0;
+        for (int pass = 0; pass < 2 && !tried; pass++) {
+            uint64_t now = now_ms();
+            for (int i = 0; i < s->n_hosts; i++) {
+                if (pass == 0 && s->skip_until_ms[i] > now) {
+                    passed++;
+                    continue;
+                }
+                tried++;
+                uint64_t t0 = now_ms();
+                PGconn *c = pg_connect_to(s, i);
+                if (!c) return FB_ENOMEM;
+                if (PQstatus(c) == CONNECTION_OK) {
+                    s->skip_until_ms[i] = 0;
+                    *out = c;
+                    return 0;
+                }
+                uint64_t t1 = now_ms();
+                const char *msg = PQerrorMessage(c);
+                if (t1 - t0 >= PG_SLOW_FAIL_MS) {
+                    s->skip_until_ms[i] = t1 + PG_PASS_OVER_MS;
+                    FB_WARN("store", "postgres host %d of %d failed after %.1f s (%.*s): passed over"
+                            " for %d s", i + 1, s->n_hosts, (double)(t1 - t0) / 1000.0,
+                            (int)strcspn(msg, "\n"), msg, PG_PASS_OVER_MS / 1000);
+                }
+                first_line(why, sizeof why, &len, "; ", msg);
+                PQfinish(c);
+            }
+            if (!tried) passed = 0; /* every host was passed over: try them all */
+        }
+        if (passed && len < sizeof why)
+            snprintf(why + len, sizeof why - len, "; %d host%s passed over (timed out lately)",
+                     passed, passed == 1 ? "" : "s");
+    }
+    FB_ERROR("store", "cannot connect to postgres: %s", why);
+    return FB_EUNAVAIL;
+}
+
 /* Only the connection: the transaction state (in_tx, pending) is the
  * caller's, so that a transaction that has not reached the server yet can
  * move to a new connection. */
@@ -424,23 +601,9 @@ int fb_pg_connect(fb_pg_store_t *s)
     pg_disconnect(s);
     s->broken = true;
     s->tx_sent = false;
-    /* Defaults first, the operator's string after: a key it sets wins. The
-     * defaults bound how long a dead site can stall a connect or hide
-     * behind an idle connection. */
-    const char *keys[] = {
-        "connect_timeout", "keepalives_idle", "keepalives_interval",       "keepalives_count",
-        "dbname",          "client_encoding", "fallback_application_name", NULL};
-    const char *vals[] = {"5", "10", "2", "3", s->conninfo, "UTF8", "firebreak", NULL};
-    s->conn = PQconnectdbParams(keys, vals, 1);
-    if (!s->conn) return FB_ENOMEM;
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        const char *msg = PQerrorMessage(s->conn);
-        FB_ERROR("store", "cannot connect to postgres: %.*s", (int)strcspn(msg, "\n"), msg);
-        pg_disconnect(s);
-        return FB_EUNAVAIL;
-    }
+    int err = pg_connect_hosts(s, &s->conn);
+    if (err) return err;
     PQsetNoticeReceiver(s->conn, pg_notice, s);
-    int err;
     PGresult *res = pg_simple(s, session_sql[s->role], "session setup", &err);
     if (!res) {
         pg_disconnect(s);
@@ -766,6 +929,7 @@ void fb_pg_store_free(fb_pg_store_t *s)
     /* Closing ends an open transaction on the server: it rolls back. */
     pg_disconnect(s);
     fb_free(s->pending);
+    pg_hosts_free(s);
     fb_free(s->conninfo);
     fb_free(s);
 }

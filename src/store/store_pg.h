@@ -73,6 +73,11 @@ typedef struct {
     bool warned;      /* a WARNING arrived since the flag was cleared */
     char warning[256];
     bool prepared[FB_PG_ST_COUNT];
+    /* A conninfo naming several hosts is tried host by host (store_pg.c,
+     * fb_pg_connect): one that timed out is passed over for a while. */
+    int n_hosts; /* 0: not looked at yet; 1: one host, libpq alone */
+    char **host, **hostaddr, **port; /* per host; NULL: the conninfo's own */
+    uint64_t *skip_until_ms;
 } fb_pg_store_t;
 
 /* Parameters of one statement: ints and strings in text format, byte

@@ -12,7 +12,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1631,6 +1634,58 @@ static void kill_backends(const char *conninfo, const char *what)
     assert_true(fb_test_pg_int(conninfo, sql) >= 1);
 }
 
+static int64_t elapsed_ms(uint64_t t0)
+{
+    return (int64_t)((fb_mono_ns() - t0) / 1000000u);
+}
+
+/* A site whose packets are dropped costs a multi-host connect its whole
+ * connect_timeout; while a failover is in progress the node reconnects
+ * every few hundred ms, so that host is passed over for a while after it
+ * timed out once. Here it is a socket on loopback that takes connections
+ * and never answers: libpq waits for it as for a dropped site. */
+static void test_pg_unreachable_host_passed_over(void **state)
+{
+    (void)state;
+    char base[512], conninfo[1024];
+    assert_int_equal(fb_test_pg_db_new(NULL, base, sizeof base), 0);
+    int port = (int)fb_test_pg_int(base, "SELECT current_setting('port')::int");
+    int hole = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(hole >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(hole, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(hole, 16), 0);
+    assert_int_equal(getsockname(hole, (struct sockaddr *)&a, &alen), 0);
+    snprintf(conninfo, sizeof conninfo,
+             "%s host=127.0.0.1,127.0.0.1 port=%d,%d connect_timeout=2"
+             " target_session_attrs=read-write",
+             base, ntohs(a.sin_port), port);
+    fb_store_config_t cfg = {.kind = "postgres", .conninfo = conninfo};
+    fb_store_t *w = NULL;
+    /* the first connect tries the silent host first and waits it out */
+    uint64_t t0 = fb_mono_ns();
+    assert_int_equal(fb_store_open(&cfg, &w), 0);
+    assert_true(elapsed_ms(t0) >= 1900);
+    mk_user(w, "alice");
+    /* the connection drops (noticed at the next begin, as in
+     * test_pg_reconnect): the new one goes straight to the server */
+    kill_backends(base, NULL);
+    for (int i = 0; i < 250 && fb_test_pg_int(base, "SELECT count(*) FROM pg_stat_activity"
+                                                    " WHERE datname = current_database()"
+                                                    " AND pid <> pg_backend_pid()") > 0;
+         i++)
+        sleep_ms(20);
+    t0 = fb_mono_ns();
+    assert_int_equal(fb_store_begin(w), 0);
+    mk_user(w, "bob");
+    assert_int_equal(fb_store_commit(w), 0);
+    assert_true(elapsed_ms(t0) < 1500); /* not another 2 s for the silent host */
+    fb_store_close(w);
+    close(hole);
+    fb_test_pg_db_drop(base);
+}
+
 static void test_pg_reconnect(void **state)
 {
     (void)state;
@@ -2054,6 +2109,7 @@ int main(void)
         PG(test_pg_aborted_commit),
         PG(test_pg_feed),
         cmocka_unit_test(test_pg_reconnect),
+        cmocka_unit_test(test_pg_unreachable_host_passed_over),
         cmocka_unit_test(test_pg_commit_wait),
         cmocka_unit_test(test_pg_standby_token),
         PG(test_pg_two_writers),
