@@ -105,7 +105,11 @@ void fb_http_handle(fb_conn_t *c)
     int m = c->hp.method;
     if (path_is(c, "/health")) {
         if (m != HTTP_GET) goto not_allowed;
-        fb_http_respond_json(c, 200, json_pack("{s:s,s:s,s:s,s:i,s:I}", "status", "ok", "version",
+        /* 200 while writes are held too: reads go on, and held writes
+         * complete once a primary is back (a balancer keeps the node) */
+        bool held = atomic_load(&fb_writer_stats(s->writer)->store_down);
+        fb_http_respond_json(c, 200, json_pack("{s:s,s:s,s:s,s:s,s:i,s:I}", "status", "ok",
+                                               "writes", held ? "held" : "ok", "version",
                                                FB_VERSION, "store", s->cfg.store, "protocol",
                                                FB_PROTOCOL_VERSION, "uptime_ms",
                                                (json_int_t)(fb_now_ms() - s->started_ms)));

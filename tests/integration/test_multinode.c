@@ -12,11 +12,16 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "client/client.h"
@@ -222,6 +227,36 @@ static void test_membership_is_the_stores(void **state)
 
 /* The store goes away for a while: the node holds the send and acks it
  * once the store is back; nothing is refused, nothing doubled. */
+/* GET /health of a node on 127.0.0.1: its "writes" field ("ok" or
+ * "held"), in buf; "" when it did not answer. */
+static const char *health_writes(const char *addr, char *buf, size_t n)
+{
+    buf[0] = 0;
+    const char *colon = strrchr(addr, ':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1)),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char resp[2048];
+    size_t len = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+        ssize_t r;
+        while (len < sizeof resp - 1 && (r = read(fd, resp + len, sizeof resp - 1 - len)) > 0)
+            len += (size_t)r;
+    }
+    close(fd);
+    resp[len] = 0;
+    const char *body = strstr(resp, "\r\n\r\n");
+    json_t *j = body ? json_loads(body + 4, 0, NULL) : NULL;
+    const char *w = json_string_value(json_object_get(j, "writes"));
+    snprintf(buf, n, "%s", w ? w : "");
+    json_decref(j);
+    return buf;
+}
+
 static void test_writes_held_while_store_away(void **state)
 {
     fx_t *f = *state;
@@ -235,16 +270,21 @@ static void test_writes_held_while_store_away(void **state)
     int64_t room = group(a, "held", "bob");
     assert_int_equal(send_sync(a, room, "before", NULL).err, 0);
 
+    char w[16];
+    assert_string_equal(health_writes(f->node[0].addr, w, sizeof w), "ok");
     assert_int_equal(fb_test_pg_stop(&f->priv, true), 0);
     ack_t k = {0};
     assert_int_equal(fb_client_send(a, room, "during", "held-cmid-1", on_ack, &k), 0);
     /* run the loop ~1.5 s: no ack can come while the store is down */
     assert_int_equal(fb_client_run_until(a, ack_done, &k, 1500), FB_CLIENT_ETIMEDOUT);
+    /* the node still answers /health (200), saying its writes are held */
+    assert_string_equal(health_writes(f->node[0].addr, w, sizeof w), "held");
     /* reads go on meanwhile? (the reader is on the same stopped server here:
      * three sites read from their own standby; tested by the drill) */
     assert_int_equal(fb_test_pg_start(&f->priv, NULL), 0);
     assert_int_equal(fb_client_run_until(a, ack_done, &k, 20000), 0);
     assert_int_equal(k.err, 0);
+    assert_string_equal(health_writes(f->node[0].addr, w, sizeof w), "ok");
     json_t *h = fb_itest_history_all(a, room, 50, IO_MS);
     assert_non_null(h);
     int found = 0;
