@@ -379,6 +379,7 @@ static int h_direct(fb_writer_t *w, fb_wreq_t *r)
     fb_event_t ev = {.room_id = r->r_room, .kind = FB_EV_CREATE, .actor_id = r->user_id,
                      .text = ""};
     if (!rc) rc = append(w, r, &ev);
+    if (!rc) r->r_seq = ev.seq; /* the room's last seq so far (joins raise it) */
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, r->user_id, FB_ROLE_MEMBER, ev.seq);
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, peer.id, FB_ROLE_MEMBER, ev.seq);
     if (rc) goto cleanup;
@@ -401,6 +402,7 @@ static int h_group(fb_writer_t *w, fb_wreq_t *r)
     fb_event_t ev = {.room_id = r->r_room, .kind = FB_EV_CREATE, .actor_id = r->user_id,
                      .text = r->name};
     if (!rc) rc = append(w, r, &ev);
+    if (!rc) r->r_seq = ev.seq; /* the room's last seq so far (joins raise it) */
     if (!rc) rc = fb_store_member_add(w->store, r->r_room, r->user_id, FB_ROLE_OWNER, ev.seq);
     if (rc) return rc;
     fb_snap_t *snap = fb_snap_alloc(1);

@@ -20,8 +20,8 @@ enum {
     FB_W_REGISTER = 1, /* name, pwhash, token_hash, dev_name -> r_user, r_device */
     FB_W_LOGIN,        /* user_id, token_hash, dev_name -> r_device */
     FB_W_LOGOUT,       /* user_id, arg_device */
-    FB_W_DIRECT,       /* name (the other user) -> r_room */
-    FB_W_GROUP,        /* name (room), names -> r_room */
+    FB_W_DIRECT,       /* name (the other user) -> r_room, r_seq (its last seq; 0: unchanged) */
+    FB_W_GROUP,        /* name (room), names -> r_room, r_seq (its last seq) */
     FB_W_INVITE,       /* room_id, names -> r_seq (0: nobody new) */
     FB_W_LEAVE,        /* room_id -> r_seq */
     FB_W_KICK,         /* room_id, name -> r_seq */

@@ -49,12 +49,15 @@ static void done_room(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
     if (fb_ops_failed(c, p, r)) return;
     json_t *room;
     /* The room is committed: never answer with an error a client would
-     * retry (and so make a second group). If the summary cannot be read,
-     * the writer's result is enough to name the room. */
-    if (room_summary(c, r->r_room, &room) != 0)
+     * retry (and so make a second group). If the summary cannot be read
+     * (with several sites: this site's standby has not replayed the commit
+     * yet), the writer's result names the room and its last seq. */
+    if (room_summary(c, r->r_room, &room) != 0) {
         room = json_pack("{s:I,s:s,s:s}", "room", (json_int_t)r->r_room, "kind",
                          r->op == FB_W_DIRECT ? "direct" : "group", "name",
                          r->op == FB_W_GROUP && r->name ? r->name : "");
+        if (r->r_seq > 0) json_object_set_new(room, "last_seq", json_integer(r->r_seq));
+    }
     fb_conn_reply(c, p->id, json_pack("{s:o}", "room", room));
 }
 

@@ -249,9 +249,13 @@ static void on_room(fb_client_t *c, int err, const char *msg, json_t *reply, voi
         json_t *room = json_object_get(reply, "room");
         r->id = (int64_t)json_integer_value(json_object_get(room, "room"));
         r->base = (int64_t)json_integer_value(json_object_get(room, "last_seq"));
-        if (r->id <= 0 || r->base <= 0)
-            fail(t->s, "creating a room for %s: %s", t->s->w->users[r->members[0]].name,
-                 "no room id or last_seq in the reply");
+        if (r->id <= 0 || r->base <= 0) {
+            char *text = json_dumps(reply, JSON_COMPACT);
+            if (text && strlen(text) > 120) strcpy(text + 117, "...");
+            fail(t->s, "creating a room for %s: no room id or last_seq in the reply %s",
+                 t->s->w->users[r->members[0]].name, text ? text : "(none)");
+            fb_free(text);
+        }
     }
     finish_task(t);
 }
