@@ -47,8 +47,8 @@ static void usage(FILE *f)
             "  --warmup D         first part left out of rates and latencies (1s)\n"
             "  --drain D          at most this long for the last acks and deliveries (10s)\n"
             "  --rate N           offered messages/s over all senders; 0: as fast as the\n"
-            "                     window of unacknowledged sends allows (ingest: 0,\n"
-            "                     fanout: 1000, kakao: 2000)\n"
+            "                     window of unacknowledged sends allows, not for kakao\n"
+            "                     (ingest: 0, fanout: 1000, kakao: 2000)\n"
             "  --window N         unacknowledged sends per sender (64)\n"
             "  --max-messages N   count bound for the whole run (20000000)\n"
             "  --size N           bytes of message text (64)\n"
@@ -68,8 +68,8 @@ static void usage(FILE *f)
             "  --full-parse       parse every frame with jansson (no fast path)\n"
             "  --json FILE|-      JSON result; --quiet: no text report\n"
             "  --password P       of the bench users; --seed N; --setup-parallel N (16)\n"
-            "Durations: 500ms, 3s, 2m or plain seconds. Exit status 0 when nothing was\n"
-            "lost, duplicated or refused, 1 otherwise, 2 on bad usage.\n");
+            "Durations: 500ms, 3s, 2m or plain seconds. Exit status 0 when messages were\n"
+            "acked and none was lost, duplicated or refused, 1 otherwise, 2 on bad usage.\n");
 }
 
 /* ---- small helpers ---- */
@@ -523,7 +523,8 @@ static bool passed(const merged_t *m, const bench_opts_t *o)
     const bench_stats_t *s = &m->st;
     return s->errors == 0 && s->seq_conflicts == 0 && s->connect_failures == 0 && m->v.lost == 0 &&
            m->v.dups == 0 && m->v.extra == 0 && m->v.mismatch == 0 && m->v.unchecked == 0 &&
-           (o->scenario != SC_CONNECTIONS || s->pings_ok == s->connected);
+           (o->scenario != SC_CONNECTIONS || s->pings_ok == s->connected) &&
+           (o->scenario == SC_CONNECTIONS || s->acked > 0); /* a run that sent nothing proves nothing */
 }
 
 static json_t *result_json(const bench_opts_t *o, const merged_t *m, json_t *node,
@@ -784,6 +785,11 @@ static int check_opts(const bench_opts_t *o)
     }
     if (o->scenario == SC_FANOUT && (o->senders - 1) * W >= o->members) {
         fprintf(stderr, "firebreak bench: fanout senders are members %d apart: too many --senders\n", W);
+        return 2;
+    }
+    if (o->scenario == SC_KAKAO && o->rate <= 0) {
+        /* its arrivals are paced: at rate 0 nothing would be sent */
+        fprintf(stderr, "firebreak bench: kakao needs --rate above 0\n");
         return 2;
     }
     if (o->scenario == SC_KAKAO && o->users < 2 * W) {

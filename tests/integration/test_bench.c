@@ -158,6 +158,19 @@ static void test_dead_node_fails_the_run(void **state)
     fb_test_node_cleanup(&n);
 }
 
+/* A kakao run at rate 0 would send nothing and pass: refused as usage. */
+static void test_kakao_rate_zero_refused(void **state)
+{
+    fb_test_node_t n = {0};
+    assert_int_equal(fb_test_node_start(&n), 0);
+    int st;
+    json_t *r = bench(&n, "kakao --rate 0 --duration 2s", &st);
+    assert_null(r);
+    assert_int_equal(st, 2);
+    fb_test_node_stop(&n, SIGTERM);
+    fb_test_node_cleanup(&n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_procs_and_threads_agree),
         cmocka_unit_test(test_connections),
         cmocka_unit_test(test_dead_node_fails_the_run),
+        cmocka_unit_test(test_kakao_rate_zero_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
