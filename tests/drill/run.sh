@@ -5,13 +5,14 @@
 # primary's site, healed under load; tears the cluster down whatever happens.
 # Exits with the first failing drill's status (4: lost or duplicated messages,
 # docs/drill.md) or 1 when the cluster does not come up or back whole.
-# Results: $DRILL_OUT/{kill,partition}.json; on failure the sites' logs are
-# copied to $DRILL_OUT/logs.
+# Results: $DRILL_OUT/{kill,partition}.json; on failure (or with
+# DRILL_KEEP_LOGS=1) the sites' logs are copied to $DRILL_OUT/logs.
 # usage: tests/drill/run.sh     (as root, after make)
 #   env: FIREBREAK_BIN (build/firebreak), DRILL_DURATION (60), DRILL_FAULT_AT (15),
 #        DRILL_HEAL_AFTER (20: seconds after the fault), DRILL_OUT (build/drill),
 #        FBCLUSTER_DIR (/tmp/fbcluster-drill), FBCLUSTER_UP_ARGS (extra words for up),
-#        DRILL_ARGS (extra words for firebreak drill, e.g. "--rate 1000 --rooms 16")
+#        DRILL_ARGS (extra words for firebreak drill, e.g. "--rate 1000 --rooms 16"),
+#        DRILL_ONLY (kill or partition: that drill alone), DRILL_KEEP_LOGS (1: keep logs)
 # SPDX-License-Identifier: MIT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +30,7 @@ say() { printf '%s drill: %s\n' "$(date +%T)" "$*"; }
 
 status=1
 cleanup() {
-    if [ "$status" -ne 0 ] && [ -d "$FBCLUSTER_DIR" ]; then
+    if { [ "$status" -ne 0 ] || [ "${DRILL_KEEP_LOGS:-0}" = 1 ]; } && [ -d "$FBCLUSTER_DIR" ]; then
         mkdir -p "$OUT/logs"
         $F status >"$OUT/logs/status.txt" 2>&1 || true
         for d in "$FBCLUSTER_DIR"/site*; do
@@ -37,7 +38,7 @@ cleanup() {
             mkdir -p "$OUT/logs/${d##*/}"
             cp "$d"/*.log "$d"/pglog/*.log "$OUT/logs/${d##*/}/" 2>/dev/null || true
         done
-        say "failed; logs in $OUT/logs"
+        [ "$status" -ne 0 ] && say "failed; logs in $OUT/logs"
     fi
     $F down >/dev/null 2>&1 || true
 }
@@ -72,7 +73,11 @@ say "up"
 $F up ${FBCLUSTER_UP_ARGS:-}
 $F wait full --timeout 60 >/dev/null
 
-drill kill kill revive
-drill partition partition heal
+case "${DRILL_ONLY:-}" in
+"" | kill) drill kill kill revive ;;
+esac
+case "${DRILL_ONLY:-}" in
+"" | partition) drill partition partition heal ;;
+esac
 status=0
 say "passed"
