@@ -170,7 +170,8 @@ def check(snap, want, exclude, nodes, site=None):
     leader:   a site holds the leader key and runs as primary
     writable: and PostgreSQL has a synchronous standby streaming (commits complete)
     sync:     and Patroni's sync key names that standby (failover-ready)
-    full:     and every live site streams, its etcd member is healthy (and its node answers)
+    full:     and every live site streams, as many of them synchronously as Patroni's
+              synchronous_node_count asks, its etcd member is healthy (and its node answers)
     demoted:  site --site answers and its PostgreSQL is no longer a primary
     replayed: leader, and every live replica has replayed all the primary has written"""
     if want == "demoted":
@@ -207,6 +208,16 @@ def check(snap, want, exclude, nodes, site=None):
         return "Patroni's sync key does not name the synchronous standby yet"
     if want == "sync":
         return None
+    # every standby Patroni should hold synchronous is, and is named in the sync key
+    code, conf = http_json("http://%s:8008/config" % addr(ld))
+    want_sync = (conf or {}).get("synchronous_node_count", 1) if code == 200 else None
+    if want_sync is None:
+        return "Patroni on site %d does not answer /config" % ld
+    standbys = [s for s in live if s["site"] != ld]
+    named = [s for s in syncs if s["role"] == "sync_standby"]
+    if len(named) < min(want_sync, len(standbys)):
+        return "%d of %d standbys synchronous, want %d" % (len(named), len(standbys),
+                                                           min(want_sync, len(standbys)))
     for s in live:
         if not s["etcd"].get("healthy"):
             return "etcd on site %d not healthy" % s["site"]
