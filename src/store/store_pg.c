@@ -424,10 +424,18 @@ static const char *const session_sql[] = {
  * try: the new primary, once promoted, would wait for them. So such a
  * conninfo is tried host by host, with the same keys, and a host whose
  * attempt failed only after PG_SLOW_FAIL_MS (it timed out: unreachable) is
- * passed over for PG_PASS_OVER_MS, unless every host is. */
+ * passed over, unless every host is: PG_PASS_OVER_MS at first, twice as
+ * long after each further timeout, up to PG_PASS_OVER_MAX_MS; an answer
+ * from it (even a refusal) ends that. The first pause outlasts what is
+ * left of a failover after a node noticed it (Patroni's ttl, 10 s, runs
+ * from the old primary's last renewal), so the retries in between reach
+ * the new primary at once; it stays under store_hold_ms (20 s), so a
+ * primary whose connect merely timed out once costs held writes, not
+ * errors. */
 #define PG_HOSTS_MAX 16
 #define PG_SLOW_FAIL_MS 1000
-#define PG_PASS_OVER_MS 5000
+#define PG_PASS_OVER_MS 10000
+#define PG_PASS_OVER_MAX_MS 60000
 
 static uint64_t now_ms(void)
 {
@@ -460,8 +468,10 @@ static void pg_hosts_free(fb_pg_store_t *s)
     fb_free(s->hostaddr);
     fb_free(s->port);
     fb_free(s->skip_until_ms);
+    fb_free(s->pass_over_ms);
     s->host = s->hostaddr = s->port = NULL;
     s->skip_until_ms = NULL;
+    s->pass_over_ms = NULL;
     s->n_hosts = 0;
 }
 
@@ -500,6 +510,7 @@ static void pg_hosts_parse(fb_pg_store_t *s)
         s->hostaddr = lists[1];
         s->port = lists[2];
         s->skip_until_ms = fb_calloc((size_t)hosts, sizeof *s->skip_until_ms);
+        s->pass_over_ms = fb_calloc((size_t)hosts, sizeof *s->pass_over_ms);
         s->n_hosts = hosts;
     }
     PQconninfoFree(opts);
@@ -569,16 +580,22 @@ static int pg_connect_hosts(fb_pg_store_t *s, PGconn **out)
                 if (!c) return FB_ENOMEM;
                 if (PQstatus(c) == CONNECTION_OK) {
                     s->skip_until_ms[i] = 0;
+                    s->pass_over_ms[i] = 0;
                     *out = c;
                     return 0;
                 }
                 uint64_t t1 = now_ms();
                 const char *msg = PQerrorMessage(c);
                 if (t1 - t0 >= PG_SLOW_FAIL_MS) {
-                    s->skip_until_ms[i] = t1 + PG_PASS_OVER_MS;
+                    uint32_t d = s->pass_over_ms[i];
+                    d = d ? (uint32_t)FB_MIN(2u * d, PG_PASS_OVER_MAX_MS) : PG_PASS_OVER_MS;
+                    s->pass_over_ms[i] = d;
+                    s->skip_until_ms[i] = t1 + d;
                     FB_WARN("store", "postgres host %d of %d failed after %.1f s (%.*s): passed over"
-                            " for %d s", i + 1, s->n_hosts, (double)(t1 - t0) / 1000.0,
-                            (int)strcspn(msg, "\n"), msg, PG_PASS_OVER_MS / 1000);
+                            " for %u s", i + 1, s->n_hosts, (double)(t1 - t0) / 1000.0,
+                            (int)strcspn(msg, "\n"), msg, d / 1000);
+                } else {
+                    s->pass_over_ms[i] = 0; /* it answered: reachable */
                 }
                 first_line(why, sizeof why, &len, "; ", msg);
                 PQfinish(c);

@@ -78,6 +78,7 @@ typedef struct {
     int n_hosts; /* 0: not looked at yet; 1: one host, libpq alone */
     char **host, **hostaddr, **port; /* per host; NULL: the conninfo's own */
     uint64_t *skip_until_ms;
+    uint32_t *pass_over_ms; /* the host's current pause; 0 once it answers */
 } fb_pg_store_t;
 
 /* Parameters of one statement: ints and strings in text format, byte
