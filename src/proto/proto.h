@@ -64,6 +64,14 @@ json_t *fb_proto_room_summary(const fb_room_summary_t *rs, const fb_member_t *pe
 const char *fb_proto_event_type(int kind);
 const char *fb_proto_room_kind(int kind);
 
+/* The pushes of a send (push.c), appended to out as JSON text byte for byte
+ * what fb_proto_dump writes for the same object: the text event with
+ * "event":"msg" (unread < 0: omitted) and the read marker. false (out->len
+ * unchanged) when a string is not valid UTF-8, which jansson refuses: then
+ * build the object with jansson instead, to get jansson's answer. */
+bool fb_push_text_json(fb_buf_t *out, const fb_event_t *ev, int64_t unread);
+bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *name, int64_t seq);
+
 /* Serialises obj compactly into out (appends). */
 void fb_proto_dump(json_t *obj, fb_buf_t *out);
 /* A WebSocket frame encoder (wslay underneath); one per thread. */

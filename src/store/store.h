@@ -175,7 +175,10 @@ int fb_store_rooms_for_user(fb_store_t *s, int64_t user_id, fb_room_summary_t **
 
 /* ---- sends in bulk ----
  * One call for a run of consecutive sends of a group commit, so that a
- * networked backend carries the whole run in one round trip. For each item,
+ * networked backend carries the whole run in one round trip and an embedded
+ * one writes each room's last_seq and each sender's marker once per call
+ * instead of once per item. Called outside a transaction, the call is one
+ * transaction of its own. For each item,
  * in order:
  *  - the device already sent cmid: err = FB_EEXIST, nothing stored, room_id /
  *    seq / ts_ms become the original's (whatever room the retry named);

@@ -120,6 +120,12 @@ static const char *const migrations[] = {
       " cmid, text) SELECT id, last_seq + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM rooms"                \
       " WHERE id = ?1 RETURNING seq")                                                              \
     X(EVENT_BUMP, "UPDATE rooms SET last_seq = ?2 WHERE id = ?1")                                  \
+    /* send_many numbers a run's events itself (it reads a room's last_seq                         \
+     * once per call), so its insert is a plain one-row insert. */                                 \
+    X(EVENT_PUT, "INSERT INTO events(room_id, seq, ts_ms, kind, actor_id, actor_device,"           \
+                 " target_id, cmid, text) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, ?6, ?7)")              \
+    X(EVENT_ORIGINAL, "SELECT room_id, seq, ts_ms FROM events WHERE actor_device = ?1"             \
+                      " AND cmid = ?2")                                                            \
     X(EVENT_UNDO, "DELETE FROM events WHERE room_id = ?1 AND seq = ?2")                            \
     X(EVENT_BY_CMID,                                                                               \
       "SELECT " EV_COLS " FROM events e" EV_JOINS " WHERE e.actor_device = ?1 AND e.cmid = ?2")    \
@@ -146,6 +152,8 @@ static const char *const migrations[] = {
     X(READ_MARKER, "UPDATE members SET read_seq = ?3 WHERE room_id = ?1 AND user_id = ?2"          \
                    " AND left_seq = 0 AND read_seq < ?3")                                          \
     X(IS_MEMBER, "SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2 AND left_seq = 0")     \
+    X(MEMBER_READ_SEQ, "SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2"          \
+                       " AND left_seq = 0")                                                        \
     /* One row per current room of ?1. Every part is a seek or a range inside                      \
      * one room: the newest visible text walks down from the room's top seq,                       \
      * unread counts the room's events after the marker (so it costs what is                       \
@@ -181,12 +189,25 @@ static const char *const stmt_name[ST_COUNT] = {
 #undef SQ_X_NAME
 };
 
+/* What one send_many call has learnt of a room (actor 0: v is its last_seq)
+ * or of a sender in a room (v is its read_seq, or -1: not a current member).
+ * v moves as the run goes; v0 is what the store held, so that what moved is
+ * written back once, at the end of the call. */
+typedef struct {
+    int64_t room, actor, v, v0;
+} sq_seen_t;
+
 typedef struct {
     fb_store_t base; /* first: store.c sees only this */
     sqlite3 *db;
     bool reader;
     int sp_depth; /* open savepoints, so a stray release is FB_ESTATE, not a SQL error */
     sqlite3_stmt *stmt[ST_COUNT];
+    /* send_many's scratch, kept between calls: entries in first-seen order
+     * and an open-addressing index of them (index + 1, 0 empty) */
+    sq_seen_t *seen;
+    uint32_t *seen_ix;
+    size_t n_seen, cap_seen, cap_ix, seen_mask;
 } sq_store_t;
 
 static sq_store_t *sq(fb_store_t *s)
@@ -353,6 +374,8 @@ static void sq_close(fb_store_t *base)
     sq_store_t *s = sq(base);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
+    fb_free(s->seen);
+    fb_free(s->seen_ix);
     /* Closing rolls back an open transaction: nothing uncommitted survives. */
     sqlite3_close(s->db);
     fb_free(s);
@@ -1072,6 +1095,206 @@ static int sq_rooms_for_user(fb_store_t *base, int64_t user_id, fb_room_summary_
     return err;
 }
 
+/* ---- sends in bulk ----
+ * A run of sends as store.h defines it, item after item, but each statement
+ * that the generic path runs per item is run here once per room or per
+ * sender of the call: the membership row and the room's last_seq are read
+ * when first needed, seqs are numbered from them in memory, and rooms.last_seq
+ * and the senders' read markers are written back once at the end. An item
+ * costs one one-row insert; a refused one (a retry) leaves nothing to undo,
+ * so no item needs a savepoint. Nothing else writes these rows while the
+ * call runs: the writer holds SQLite's only write transaction. */
+
+static void seen_reset(sq_store_t *s, size_t n)
+{
+    /* at most one room entry and one sender entry per item; load <= 1/2 */
+    size_t want = 8;
+    while (want < 4 * n)
+        want *= 2;
+    if (s->cap_seen < 2 * n) {
+        s->cap_seen = 2 * n;
+        fb_free(s->seen);
+        s->seen = fb_malloc(s->cap_seen * sizeof *s->seen);
+    }
+    if (s->cap_ix < want) {
+        s->cap_ix = want;
+        fb_free(s->seen_ix);
+        s->seen_ix = fb_malloc(s->cap_ix * sizeof *s->seen_ix);
+    }
+    memset(s->seen_ix, 0, want * sizeof *s->seen_ix);
+    s->seen_mask = want - 1;
+    s->n_seen = 0;
+}
+
+/* The entry of (room, actor); a new one (*fresh) has v and v0 still to fill. */
+static sq_seen_t *seen_find(sq_store_t *s, int64_t room, int64_t actor, bool *fresh)
+{
+    uint64_t h = (uint64_t)room * 0x9E3779B97F4A7C15u ^ (uint64_t)actor * 0xC2B2AE3D27D4EB4Fu;
+    h ^= h >> 31;
+    for (size_t i = h & s->seen_mask;; i = (i + 1) & s->seen_mask) {
+        uint32_t k = s->seen_ix[i];
+        if (k == 0) {
+            sq_seen_t *e = &s->seen[s->n_seen++];
+            *e = (sq_seen_t){.room = room, .actor = actor};
+            s->seen_ix[i] = (uint32_t)s->n_seen;
+            *fresh = true;
+            return e;
+        }
+        sq_seen_t *e = &s->seen[k - 1];
+        if (e->room == room && e->actor == actor) {
+            *fresh = false;
+            return e;
+        }
+    }
+}
+
+/* A cached query of (?1[, ?2]) answering one integer; FB_ENOTFOUND without a row. */
+static int sq_int_of(sq_store_t *s, int id, int64_t a, int64_t b, int64_t *out)
+{
+    sqlite3_stmt *st;
+    int err = sq_stmt(s, id, &st);
+    if (err) return err;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) > 1) sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        err = FB_ENOTFOUND;
+    else
+        err = sq_fail(s, rc, stmt_name[id]);
+    sq_done(st);
+    return err;
+}
+
+/* Stores it as a text event with seq; FB_EEXIST: the device already sent its cmid. */
+static int sq_send_put(sq_store_t *s, const fb_send_t *it, int64_t seq)
+{
+    sqlite3_stmt *st;
+    int err = sq_stmt(s, ST_EVENT_PUT, &st);
+    if (err) return err;
+    sqlite3_bind_int64(st, 1, it->room_id);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int64(st, 3, it->ts_ms);
+    sqlite3_bind_int64(st, 4, it->actor_id);
+    sqlite3_bind_int64(st, 5, it->actor_device);
+    bind_text(st, 6, it->cmid);
+    bind_text(st, 7, it->text);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE)
+        err = FB_EEXIST; /* the unique index on (device, cmid) is the idempotency check */
+    else if (rc != SQLITE_DONE)
+        err = sq_fail(s, rc, "send_many");
+    sq_done(st);
+    return err;
+}
+
+/* Answers a retry from its original, or refuses a non-member. */
+static int sq_send_refused(sq_store_t *s, fb_send_t *it, bool member)
+{
+    sqlite3_stmt *st;
+    int err = sq_stmt(s, ST_EVENT_ORIGINAL, &st);
+    if (err) return err;
+    sqlite3_bind_int64(st, 1, it->actor_device);
+    bind_text(st, 2, it->cmid);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        it->err = FB_EEXIST;
+        it->room_id = sqlite3_column_int64(st, 0);
+        it->seq = sqlite3_column_int64(st, 1);
+        it->ts_ms = sqlite3_column_int64(st, 2);
+    } else if (rc == SQLITE_DONE) {
+        /* not a retry; a member's insert can only have failed as one */
+        if (member)
+            err = FB_EINTERNAL;
+        else
+            it->err = FB_ENOTMEMBER;
+    } else {
+        err = sq_fail(s, rc, "send_many");
+    }
+    sq_done(st);
+    return err;
+}
+
+static int sq_send_one(sq_store_t *s, fb_send_t *it)
+{
+    bool fresh;
+    int err = 0;
+    sq_seen_t *me = seen_find(s, it->room_id, it->actor_id, &fresh);
+    if (fresh) {
+        err = sq_int_of(s, ST_MEMBER_READ_SEQ, it->room_id, it->actor_id, &me->v);
+        if (err == FB_ENOTFOUND)
+            me->v = -1;
+        else if (err)
+            return err;
+        me->v0 = me->v;
+    }
+    bool member = me->v >= 0;
+    if (member) {
+        sq_seen_t *room = seen_find(s, it->room_id, 0, &fresh);
+        if (fresh) {
+            err = sq_int_of(s, ST_ROOM_LAST_SEQ, it->room_id, 0, &room->v);
+            if (err) return err == FB_ENOTFOUND ? FB_EINTERNAL : err; /* a member's room exists */
+            room->v0 = room->v;
+        }
+        err = sq_send_put(s, it, room->v + 1);
+        if (!err) {
+            it->seq = ++room->v;
+            it->old_read_seq = me->v;
+            me->v = FB_MAX(me->v, it->seq); /* sending marks read */
+            return 0;
+        }
+        if (err != FB_EEXIST) return err;
+    }
+    return sq_send_refused(s, it, member);
+}
+
+/* Writes back what the call moved: each room's last_seq, each sender's marker. */
+static int sq_send_flush(sq_store_t *s)
+{
+    int err = 0;
+    for (size_t i = 0; i < s->n_seen && !err; i++) {
+        const sq_seen_t *e = &s->seen[i];
+        if (e->v == e->v0) continue;
+        if (e->actor == 0) {
+            sqlite3_stmt *st;
+            if ((err = sq_stmt(s, ST_EVENT_BUMP, &st))) break;
+            sqlite3_bind_int64(st, 1, e->room);
+            sqlite3_bind_int64(st, 2, e->v);
+            err = sq_update_room(s, ST_EVENT_BUMP, st);
+        } else {
+            err = sq_member_update(s, ST_READ_MARKER, e->room, e->actor, e->v);
+        }
+        if (err == FB_ENOTFOUND) err = FB_EINTERNAL; /* the row was read by this call */
+    }
+    return err;
+}
+
+static int sq_send_many(fb_store_t *base, fb_send_t *items, size_t n)
+{
+    sq_store_t *s = sq(base);
+    /* Outside a transaction the call is one, so it is stored whole or not at all. */
+    bool own = sqlite3_get_autocommit(s->db);
+    int err = own ? sq_exec(s, ST_BEGIN_WRITE) : 0;
+    if (err) return err;
+    seen_reset(s, n);
+    for (size_t i = 0; i < n && !err; i++)
+        err = sq_send_one(s, &items[i]);
+    /* Even after a failure, write back what the stored items moved: a caller
+     * that commits anyway must still find every room gapless. */
+    if (!sqlite3_get_autocommit(s->db)) {
+        int ferr = sq_send_flush(s);
+        if (!err) err = ferr;
+    }
+    if (own && !sqlite3_get_autocommit(s->db)) {
+        if (err)
+            sq_exec(s, ST_ROLLBACK);
+        else
+            err = sq_exec(s, ST_COMMIT);
+    }
+    return err;
+}
+
 /* One seek per room: a SQLite store has a single node, so this only serves
  * a caller that treats both backends alike. A room that does not exist has
  * not moved. */
@@ -1129,6 +1352,7 @@ const fb_store_ops_t fb_store_sqlite_ops = {
     .members_list = sq_members_list,
     .read_marker_set = sq_read_marker_set,
     .rooms_for_user = sq_rooms_for_user,
-    /* send_many: the generic one of store.c; announce: a no-op; no feed. */
+    .send_many = sq_send_many,
+    /* announce: a no-op; no feed. */
     .rooms_last_seq = sq_rooms_last_seq,
 };

@@ -777,6 +777,162 @@ static void test_proto_dump(void **state)
     fb_buf_free(&b);
 }
 
+/* ---- the pushes written without jansson (push.c) ---- */
+
+/* What the jansson path makes of a text push (server.c's fallback). */
+static void text_push_oracle(const fb_event_t *ev, int64_t unread, fb_buf_t *out)
+{
+    json_t *o = fb_proto_event(ev, unread);
+    json_object_set_new(o, "event", json_string("msg"));
+    fb_proto_dump(o, out);
+    json_decref(o);
+}
+
+static void read_push_oracle(int64_t room, int64_t user, const char *name, int64_t seq,
+                             fb_buf_t *out)
+{
+    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)room, "user",
+                          fb_proto_user(user, name), "seq", (json_int_t)seq);
+    fb_proto_dump(o, out);
+    json_decref(o);
+}
+
+static bool utf8_ok(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
+/* s as every string of both pushes: the same bytes as jansson's, or false
+ * with the buffer's length untouched when jansson refuses s. */
+static void check_push_str(const char *s)
+{
+    fb_event_t ev = {.room_id = 7, .seq = 123456789012LL, .ts_ms = 1700000000000LL,
+                     .kind = FB_EV_TEXT, .actor_id = 42, .actor_device = 9, .cmid = "c1",
+                     .text = "t", .actor_name = "n"};
+    fb_buf_t got = {0}, want = {0};
+    for (int field = 0; field < 3; field++) {
+        fb_event_t e = ev;
+        if (field == 0) e.text = (char *)s;
+        if (field == 1) e.cmid = (char *)s;
+        if (field == 2) e.actor_name = (char *)s;
+        fb_buf_reset(&got);
+        fb_buf_reset(&want);
+        fb_buf_append(&got, "pre", 3);
+        bool ok = fb_push_text_json(&got, &e, field == 0 ? 3 : -1);
+        if (!utf8_ok(s)) {
+            if (ok || got.len != 3) fail_msg("field %d: accepted a string jansson refuses", field);
+            continue;
+        }
+        text_push_oracle(&e, field == 0 ? 3 : -1, &want);
+        if (!ok || got.len != want.len + 3 || memcmp(got.data + 3, want.data, want.len) != 0)
+            fail_msg("field %d: got %.*s\nwant %.*s", field, (int)got.len, got.data,
+                     (int)want.len, want.data);
+    }
+    fb_buf_reset(&got);
+    fb_buf_reset(&want);
+    bool ok = fb_push_read_json(&got, 5, 6, s, 77);
+    if (utf8_ok(s)) {
+        read_push_oracle(5, 6, s, 77, &want);
+        assert_true(ok);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.data, want.data, got.len);
+    } else {
+        assert_false(ok);
+        assert_int_equal(got.len, 0);
+    }
+    fb_buf_free(&got);
+    fb_buf_free(&want);
+}
+
+/* The escapes spelled out, so that the test does not only trust jansson. */
+static void test_push_escapes(void **state)
+{
+    fb_event_t ev = {.room_id = 1, .seq = 2, .ts_ms = 3, .kind = FB_EV_TEXT, .actor_id = -4,
+                     .actor_device = 5, .cmid = "a\"b", .text = "q\\\x01\x1f\b\f\n\r\t/\x7f"
+                     "\xc3\xa9\xed\x95\x9c\xf0\x9f\x98\x80", .actor_name = NULL};
+    fb_buf_t b = {0};
+    assert_true(fb_push_text_json(&b, &ev, 0));
+    static const char want[] =
+        "{\"room\":1,\"seq\":2,\"ts\":3,\"type\":\"text\",\"from\":{\"id\":-4,\"name\":\"\"},"
+        "\"device\":5,\"cmid\":\"a\\\"b\",\"text\":\"q\\\\\\u0001\\u001F\\b\\f\\n\\r\\t/\x7f"
+        "\xc3\xa9\xed\x95\x9c\xf0\x9f\x98\x80\",\"unread\":0,\"event\":\"msg\"}";
+    assert_int_equal(b.len, sizeof want - 1);
+    assert_memory_equal(b.data, want, b.len);
+    fb_buf_reset(&b);
+    assert_true(fb_push_read_json(&b, 8, 9, "\"bo\\b\"", INT64_MIN));
+    static const char want_read[] = "{\"event\":\"read\",\"room\":8,\"user\":{\"id\":9,\"name\":"
+                                    "\"\\\"bo\\\\b\\\"\"},\"seq\":-9223372036854775808}";
+    assert_int_equal(b.len, sizeof want_read - 1);
+    assert_memory_equal(b.data, want_read, b.len);
+    fb_buf_free(&b);
+}
+
+/* Byte for byte what jansson writes, for hand-picked strings, every single
+ * byte, and random byte strings heavy in UTF-8 lead and continuation bytes
+ * (so that invalid sequences of every kind come up). */
+static void test_push_matches_jansson(void **state)
+{
+    static const char *const picked[] = {
+        "", "plain", "say \"hi\"", "back\\slash", "/", "\x7f", "tab\there",
+        "\xc3\xa9", "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4", "\xf0\x9f\x98\x80",
+        "\xef\xbf\xbf", "\xf4\x8f\xbf\xbf",         /* U+FFFF, U+10FFFF: valid */
+        "\xc0\x80", "\xc1\xbf", "\xe0\x80\x80",     /* overlong */
+        "\xf0\x80\x80\x80", "\xed\xa0\x80",         /* overlong; a surrogate */
+        "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",     /* above U+10FFFF */
+        "\x80", "a\xc3", "\xe2\x82", "\xf0\x9f\x98", /* stray continuation; cut short */
+    };
+    for (size_t i = 0; i < FB_ARRAY_LEN(picked); i++) check_push_str(picked[i]);
+    for (int c = 1; c < 256; c++) {
+        char s[4] = {'x', (char)c, 'y', 0};
+        check_push_str(s);
+    }
+    static const unsigned char alphabet[] = {'a', '"', '\\', '\n', 0x01, 0x1f, 0x7f, '/', 0x80,
+                                             0xbf, 0xc2, 0xc3, 0xdf, 0xe0, 0xed, 0xef, 0xf0,
+                                             0xf4, 0xa0, 0x9f, 0x90, 0xc0, 0xf8, 0xff};
+    uint32_t x = 12345;
+    for (int n = 0; n < 20000; n++) {
+        char s[12];
+        size_t len = (size_t)(n % 11);
+        for (size_t i = 0; i < len; i++) {
+            x = x * 1103515245u + 12345u;
+            s[i] = (char)alphabet[(x >> 16) % sizeof alphabet];
+        }
+        s[len] = 0;
+        check_push_str(s);
+    }
+}
+
+/* The extremes of every integer field, and the unread count left out. */
+static void test_push_integers(void **state)
+{
+    const int64_t vals[] = {0, 1, -1, 9, 10, 99, 100, 1234567890123LL, INT64_MAX, INT64_MIN};
+    fb_buf_t got = {0}, want = {0};
+    for (size_t i = 0; i < FB_ARRAY_LEN(vals); i++) {
+        int64_t v = vals[i];
+        fb_event_t ev = {.room_id = v, .seq = v, .ts_ms = v, .kind = FB_EV_TEXT, .actor_id = v,
+                         .actor_device = v, .cmid = "c", .text = "t", .actor_name = "n"};
+        for (int64_t unread = -1; unread <= 0; unread++) {
+            int64_t u = unread < 0 ? -1 : (v < 0 ? 0 : v);
+            fb_buf_reset(&got);
+            fb_buf_reset(&want);
+            assert_true(fb_push_text_json(&got, &ev, u));
+            text_push_oracle(&ev, u, &want);
+            assert_int_equal(got.len, want.len);
+            assert_memory_equal(got.data, want.data, got.len);
+        }
+        fb_buf_reset(&got);
+        fb_buf_reset(&want);
+        assert_true(fb_push_read_json(&got, v, v, "n", v));
+        read_push_oracle(v, v, "n", v, &want);
+        assert_int_equal(got.len, want.len);
+        assert_memory_equal(got.data, want.data, got.len);
+    }
+    fb_buf_free(&got);
+    fb_buf_free(&want);
+}
+
 /* ---- WebSocket framing ---- */
 
 /* One frame of payload length n; checks the RFC 6455 header and the payload. */
@@ -877,6 +1033,9 @@ int main(void)
         cmocka_unit_test(test_proto_member),
         cmocka_unit_test(test_proto_room_summary),
         cmocka_unit_test(test_proto_dump),
+        cmocka_unit_test(test_push_escapes),
+        cmocka_unit_test(test_push_matches_jansson),
+        cmocka_unit_test(test_push_integers),
         cmocka_unit_test(test_ws_frames),
         cmocka_unit_test(test_ws_close_frame),
         cmocka_unit_test(test_ws_append),

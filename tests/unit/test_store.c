@@ -1275,6 +1275,158 @@ static void test_send_many_texts(void **state)
     fb_events_free(evs, n);
 }
 
+/* Runs of sends across rooms and senders checked against a model of
+ * store.h's item-after-item semantics: every item's err, room, seq, ts and
+ * old read_seq; each room gapless with the stored texts in order; each
+ * sender's read marker; refused items consuming no seq. The second run
+ * retries sends of the first (and of itself) among new ones. */
+#define MR_ROOMS 3
+#define MR_USERS 4
+#define MR_RUN 64
+typedef struct {
+    int64_t last[MR_ROOMS];           /* rooms' last_seq */
+    int64_t read[MR_ROOMS][MR_USERS]; /* read_seq; -1: not a member */
+    char cmid[2 * MR_RUN][32];        /* what was stored, by device */
+    int64_t dev[2 * MR_RUN], room[2 * MR_RUN], seq[2 * MR_RUN], ts[2 * MR_RUN];
+    size_t n;
+} mr_model_t;
+
+static void mr_apply(mr_model_t *m, const int64_t *rooms, const int64_t *devs, int r, int u,
+                     const char *cmid, int64_t ts, fb_send_t *want)
+{
+    *want = (fb_send_t){.room_id = rooms[r], .ts_ms = ts};
+    for (size_t k = 0; k < m->n; k++)
+        if (m->dev[k] == devs[u] && strcmp(m->cmid[k], cmid) == 0) {
+            want->err = FB_EEXIST;
+            want->room_id = m->room[k];
+            want->seq = m->seq[k];
+            want->ts_ms = m->ts[k];
+            return;
+        }
+    if (m->read[r][u] < 0) {
+        want->err = FB_ENOTMEMBER;
+        return;
+    }
+    want->seq = ++m->last[r];
+    want->old_read_seq = m->read[r][u];
+    m->read[r][u] = want->seq;
+    assert_true(strlen(cmid) < sizeof m->cmid[m->n]);
+    strcpy(m->cmid[m->n], cmid);
+    m->dev[m->n] = devs[u];
+    m->room[m->n] = rooms[r];
+    m->seq[m->n] = want->seq;
+    m->ts[m->n] = ts;
+    m->n++;
+}
+
+static void test_send_many_rooms(void **state)
+{
+    fx_t *fx = *state;
+    const char *names[MR_USERS] = {"u0", "u1", "u2", "u3"};
+    int64_t users[MR_USERS], devs[MR_USERS], rooms[MR_ROOMS];
+    for (int u = 0; u < MR_USERS; u++) {
+        users[u] = mk_user(fx->s, names[u]);
+        devs[u] = mk_device(fx->s, users[u], u + 1);
+    }
+    /* room 0: u0 u1 u2; room 1: u0 u3; room 2: u1 (u2 joined and left) */
+    static const bool member[MR_ROOMS][MR_USERS] = {{1, 1, 1, 0}, {1, 0, 0, 1}, {0, 1, 0, 0}};
+    mr_model_t *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    rooms[0] = mk_group(fx->s, users[0], "r0", 1);
+    join(fx->s, rooms[0], users[0], users[1], 1);
+    join(fx->s, rooms[0], users[0], users[2], 1);
+    rooms[1] = mk_group(fx->s, users[0], "r1", 1);
+    join(fx->s, rooms[1], users[0], users[3], 1);
+    rooms[2] = mk_group(fx->s, users[1], "r2", 1);
+    int64_t joined = join(fx->s, rooms[2], users[1], users[2], 1);
+    assert_int_equal(fb_store_member_remove(fx->s, rooms[2], users[2], joined + 1), 0);
+    append(fx->s, rooms[2], FB_EV_LEAVE, users[2], 0, 0, NULL, NULL, 1);
+    text(fx->s, rooms[0], users[1], devs[1], "early", 2);
+    bool advanced;
+    /* u1 has read room 0 further than its join; u0 has not */
+    assert_int_equal(fb_store_read_marker_set(fx->s, rooms[0], users[1], 4, &advanced), 0);
+    for (int r = 0; r < MR_ROOMS; r++) {
+        m->last[r] = last_seq(fx->s, rooms[r]);
+        for (int u = 0; u < MR_USERS; u++)
+            m->read[r][u] = member[r][u] ? read_seq_of(fx->s, rooms[r], users[u]) : -1;
+    }
+    m->dev[0] = devs[1];
+    m->room[0] = rooms[0];
+    m->seq[0] = m->last[0];
+    m->ts[0] = 2;
+    strcpy(m->cmid[0], "early");
+    m->n = 1;
+
+    uint32_t x = 7;
+    char cmids[2][MR_RUN][32];
+    int seen[3] = {0}; /* items answered 0, FB_EEXIST, FB_ENOTMEMBER */
+    for (int run = 0; run < 2; run++) {
+        fb_send_t it[MR_RUN], want[MR_RUN];
+        for (int i = 0; i < MR_RUN; i++) {
+            x = x * 1103515245u + 12345u;
+            int r = (int)((x >> 8) % MR_ROOMS), u = (int)((x >> 12) % MR_USERS);
+            /* one in four a retry (a real one when the device matches): of this
+             * run's cmids, the last run's, or "early" */
+            const char *again = NULL;
+            if ((x >> 20) % 4 == 0) {
+                if ((x >> 24) % 5 == 0 || (i == 0 && run == 0))
+                    again = "early";
+                else if (run > 0 && ((x >> 22) % 2 || i == 0))
+                    again = cmids[0][(x >> 23) % MR_RUN];
+                else
+                    again = cmids[run][(x >> 23) % (unsigned)i];
+            }
+            if (again)
+                strcpy(cmids[run][i], again);
+            else
+                snprintf(cmids[run][i], sizeof cmids[run][i], "m%d.%d", run, i);
+            it[i] = send_item(rooms[r], users[u], devs[u], cmids[run][i], 100 * run + i);
+            mr_apply(m, rooms, devs, r, u, cmids[run][i], 100 * run + i, &want[i]);
+        }
+        assert_int_equal(fb_store_begin(fx->s), 0);
+        assert_int_equal(fb_store_send_many(fx->s, it, MR_RUN), 0);
+        assert_int_equal(fb_store_commit(fx->s), 0);
+        for (int i = 0; i < MR_RUN; i++)
+            if (it[i].err != want[i].err || it[i].room_id != want[i].room_id ||
+                it[i].seq != want[i].seq || it[i].ts_ms != want[i].ts_ms ||
+                (want[i].err == 0 && it[i].old_read_seq != want[i].old_read_seq))
+                fail_msg("run %d item %d (%s): err %d room %lld seq %lld ts %lld old_read %lld;"
+                         " want err %d room %lld seq %lld ts %lld old_read %lld",
+                         run, i, cmids[run][i], it[i].err, (long long)it[i].room_id,
+                         (long long)it[i].seq, (long long)it[i].ts_ms,
+                         (long long)it[i].old_read_seq, want[i].err, (long long)want[i].room_id,
+                         (long long)want[i].seq, (long long)want[i].ts_ms,
+                         (long long)want[i].old_read_seq);
+        for (int i = 0; i < MR_RUN; i++)
+            seen[it[i].err == 0 ? 0 : it[i].err == FB_EEXIST ? 1 : 2]++;
+    }
+    /* the runs exercised every answer */
+    assert_true(seen[0] > 0 && seen[1] > 0 && seen[2] > 0);
+    for (int r = 0; r < MR_ROOMS; r++) {
+        /* gapless: seqs 1..last_seq, each send once, in the model's order */
+        assert_int_equal(last_seq(fx->s, rooms[r]), m->last[r]);
+        fb_event_t *evs;
+        size_t n;
+        assert_int_equal(fb_store_events_after(fx->s, rooms[r], 0, 0, 1000, &evs, &n), 0);
+        assert_int_equal(n, (size_t)m->last[r]);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(evs[i].seq, (int64_t)i + 1);
+        for (size_t k = 0; k < m->n; k++)
+            if (m->room[k] == rooms[r]) {
+                const fb_event_t *e = &evs[m->seq[k] - 1];
+                assert_int_equal(e->kind, FB_EV_TEXT);
+                assert_int_equal(e->actor_device, m->dev[k]);
+                assert_int_equal(e->ts_ms, m->ts[k]);
+                assert_string_equal(e->cmid, m->cmid[k]);
+            }
+        fb_events_free(evs, n);
+        for (int u = 0; u < MR_USERS; u++)
+            if (member[r][u])
+                assert_int_equal(read_seq_of(fx->s, rooms[r], users[u]), m->read[r][u]);
+    }
+    free(m);
+}
+
 static void test_rooms_last_seq(void **state)
 {
     fx_t *fx = *state;
@@ -2090,7 +2242,8 @@ static void test_pg_cmid_race(void **state)
     X(test_users), X(test_devices), X(test_rooms), X(test_seq_gapless), X(test_cmid_idempotency),  \
         X(test_rollback), X(test_savepoint), X(test_savepoint_empty), X(test_events_paging),       \
         X(test_members), X(test_read_marker), X(test_rooms_for_user), X(test_reader_snapshot),     \
-        X(test_durability), X(test_send_many), X(test_send_many_texts), X(test_rooms_last_seq)
+        X(test_durability), X(test_send_many), X(test_send_many_texts), X(test_send_many_rooms),   \
+        X(test_rooms_last_seq)
 
 int main(void)
 {

@@ -1,0 +1,183 @@
+/* The two pushes that every send makes (the text event, and the sender's
+ * read marker when it moved past other messages), written straight into a
+ * buffer instead of built as jansson objects and dumped: the writer thread
+ * encodes one per sent message. The output must stay byte for byte what
+ * fb_proto_dump writes for the same object (jansson 2.14, compact: keys in
+ * insertion order, only '"', '\\' and controls escaped, \uXXXX upper case);
+ * tests/unit/test_proto.c holds it to that. A string that is not valid
+ * UTF-8, which jansson would refuse, makes an encoder answer false so that
+ * the caller takes the jansson path and gets jansson's answer.
+ * SPDX-License-Identifier: MIT */
+#include <string.h>
+
+#include "proto/proto.h"
+
+/* Length of the valid UTF-8 sequence at s (as jansson's utf8_check_full
+ * judges it: no overlong form, no surrogate, nothing above U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
+    return n;
+}
+
+/* Writes s as a JSON string at p, which has room for 2 + 6 * strlen(s) bytes.
+ * Returns the end, or NULL when s is not valid UTF-8. */
+static char *put_str(char *p, const char *str)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *s = (const unsigned char *)str;
+    *p++ = '"';
+    while (*s) {
+        unsigned char c = *s;
+        if (c >= 0x80) {
+            size_t n = utf8_seq(s);
+            if (!n) return NULL;
+            memcpy(p, s, n);
+            p += n;
+            s += n;
+            continue;
+        }
+        s++;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *p++ = (char)c;
+            continue;
+        }
+        *p++ = '\\';
+        switch (c) {
+        case '"':
+            *p++ = '"';
+            break;
+        case '\\':
+            *p++ = '\\';
+            break;
+        case '\b':
+            *p++ = 'b';
+            break;
+        case '\f':
+            *p++ = 'f';
+            break;
+        case '\n':
+            *p++ = 'n';
+            break;
+        case '\r':
+            *p++ = 'r';
+            break;
+        case '\t':
+            *p++ = 't';
+            break;
+        default:
+            memcpy(p, "u00", 3);
+            p[3] = hex[c >> 4];
+            p[4] = hex[c & 0xF];
+            p += 5;
+        }
+    }
+    *p++ = '"';
+    return p;
+}
+
+/* Writes v in decimal at p (room for 20 bytes). */
+static char *put_int(char *p, int64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    /* through the unsigned magnitude, so that INT64_MIN does not overflow */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *p++ = '-';
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_lit(char *p, const char *lit)
+{
+    size_t n = strlen(lit);
+    memcpy(p, lit, n);
+    return p + n;
+}
+
+/* Room for a JSON string of s. */
+static size_t str_room(const char *s)
+{
+    return 2 + 6 * strlen(s);
+}
+
+static const char *or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+bool fb_push_text_json(fb_buf_t *out, const fb_event_t *ev, int64_t unread)
+{
+    const char *name = or_empty(ev->actor_name), *cmid = or_empty(ev->cmid),
+               *text = or_empty(ev->text);
+    /* the fixed text of the object is under 128 bytes; 7 integers of at most 20 */
+    fb_buf_reserve(out, 128 + 7 * 20 + str_room(name) + str_room(cmid) + str_room(text));
+    char *p = out->data + out->len;
+    p = put_lit(p, "{\"room\":");
+    p = put_int(p, ev->room_id);
+    p = put_lit(p, ",\"seq\":");
+    p = put_int(p, ev->seq);
+    p = put_lit(p, ",\"ts\":");
+    p = put_int(p, ev->ts_ms);
+    p = put_lit(p, ",\"type\":\"text\",\"from\":{\"id\":");
+    p = put_int(p, ev->actor_id);
+    p = put_lit(p, ",\"name\":");
+    if (!(p = put_str(p, name))) return false;
+    p = put_lit(p, "},\"device\":");
+    p = put_int(p, ev->actor_device);
+    p = put_lit(p, ",\"cmid\":");
+    if (!(p = put_str(p, cmid))) return false;
+    p = put_lit(p, ",\"text\":");
+    if (!(p = put_str(p, text))) return false;
+    if (unread >= 0) {
+        p = put_lit(p, ",\"unread\":");
+        p = put_int(p, unread);
+    }
+    p = put_lit(p, ",\"event\":\"msg\"}");
+    out->len = (size_t)(p - out->data);
+    return true;
+}
+
+bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *name, int64_t seq)
+{
+    name = or_empty(name);
+    fb_buf_reserve(out, 64 + 3 * 20 + str_room(name));
+    char *p = out->data + out->len;
+    p = put_lit(p, "{\"event\":\"read\",\"room\":");
+    p = put_int(p, room);
+    p = put_lit(p, ",\"user\":{\"id\":");
+    p = put_int(p, user);
+    p = put_lit(p, ",\"name\":");
+    if (!(p = put_str(p, name))) return false;
+    p = put_lit(p, "},\"seq\":");
+    p = put_int(p, seq);
+    *p++ = '}';
+    out->len = (size_t)(p - out->data);
+    return true;
+}
