@@ -181,3 +181,33 @@ bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *na
     out->len = (size_t)(p - out->data);
     return true;
 }
+
+/* ---- the frames, with jansson where the fast path declines ---- */
+
+void fb_push_text_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, const fb_event_t *ev, int64_t unread,
+                        fb_buf_t *frame)
+{
+    fb_buf_reset(scratch);
+    if (ev->kind == FB_EV_TEXT && fb_push_text_json(scratch, ev, unread)) {
+        fb_ws_enc_text(enc, frame, scratch->data, scratch->len);
+        return;
+    }
+    json_t *o = fb_proto_event(ev, unread);
+    json_object_set_new(o, "event", json_string("msg"));
+    fb_ws_enc_json(enc, frame, o);
+    json_decref(o);
+}
+
+void fb_push_read_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, int64_t room, int64_t user,
+                        const char *name, int64_t seq, fb_buf_t *frame)
+{
+    fb_buf_reset(scratch);
+    if (fb_push_read_json(scratch, room, user, name, seq)) {
+        fb_ws_enc_text(enc, frame, scratch->data, scratch->len);
+        return;
+    }
+    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)room, "user",
+                          fb_proto_user(user, name), "seq", (json_int_t)seq);
+    fb_ws_enc_json(enc, frame, o);
+    json_decref(o);
+}

@@ -29,6 +29,7 @@ struct fb_relay {
     uv_thread_t thread;
     atomic_bool stop;
     fb_ws_enc_t *enc;
+    fb_buf_t json; /* a push's JSON text before framing */
     fb_map_t known;   /* room -> (void *)highest seq heard of */
     fb_map_t members; /* room -> fb_snap_t * (current members) */
     fb_map_t names;   /* user -> char * (their name, for read events) */
@@ -95,10 +96,7 @@ static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t ext
     p->members = to;
     p->extra = extra;
     int64_t unread = ev->kind == FB_EV_TEXT && to->n > 0 ? (int64_t)to->n - 1 : -1;
-    json_t *o = fb_proto_event(ev, unread);
-    json_object_set_new(o, "event", json_string("msg"));
-    fb_ws_enc_json(r->enc, &p->frame, o);
-    json_decref(o);
+    fb_push_text_frame(r->enc, &r->json, ev, unread, &p->frame);
     atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
 }
 
@@ -144,11 +142,7 @@ static int relay_read(fb_relay_t *r, fb_store_t *st, const fb_change_t *ch)
     fb_push_t *p = push_new(r, FB_PUSH_FRAME);
     atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
     p->members = to;
-    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)ch->room_id,
-                          "user", fb_proto_user(ch->user_id, name), "seq",
-                          (json_int_t)ch->to_seq);
-    fb_ws_enc_json(r->enc, &p->frame, o);
-    json_decref(o);
+    fb_push_read_frame(r->enc, &r->json, ch->room_id, ch->user_id, name, ch->to_seq, &p->frame);
     return 0;
 }
 
@@ -327,6 +321,7 @@ void fb_relay_stop(fb_relay_t *r)
     fb_map_free(&r->known);
     fb_feed_close(r->feed);
     fb_ws_enc_free(r->enc);
+    fb_buf_free(&r->json);
     fb_free(r);
 }
 

@@ -25,35 +25,17 @@
 
 /* ---- push encoders (writer thread) ---- */
 
-/* A send's pushes skip jansson (push.c writes the same bytes): the writer
- * encodes one or two per message. */
 void fb_server_encode_event(void *ud, const fb_event_t *ev, int64_t unread, fb_buf_t *frame)
 {
     fb_server_t *s = ud;
-    fb_buf_reset(&s->writer_json);
-    if (ev->kind == FB_EV_TEXT && fb_push_text_json(&s->writer_json, ev, unread)) {
-        fb_ws_enc_text(s->writer_enc, frame, s->writer_json.data, s->writer_json.len);
-        return;
-    }
-    json_t *o = fb_proto_event(ev, unread);
-    json_object_set_new(o, "event", json_string("msg"));
-    fb_ws_enc_json(s->writer_enc, frame, o);
-    json_decref(o);
+    fb_push_text_frame(s->writer_enc, &s->writer_json, ev, unread, frame);
 }
 
 void fb_server_encode_read(void *ud, int64_t room, int64_t user, const char *name, int64_t seq,
                            fb_buf_t *frame)
 {
     fb_server_t *s = ud;
-    fb_buf_reset(&s->writer_json);
-    if (fb_push_read_json(&s->writer_json, room, user, name, seq)) {
-        fb_ws_enc_text(s->writer_enc, frame, s->writer_json.data, s->writer_json.len);
-        return;
-    }
-    json_t *o = json_pack("{s:s,s:I,s:o,s:I}", "event", "read", "room", (json_int_t)room, "user",
-                          fb_proto_user(user, name), "seq", (json_int_t)seq);
-    fb_ws_enc_json(s->writer_enc, frame, o);
-    json_decref(o);
+    fb_push_read_frame(s->writer_enc, &s->writer_json, room, user, name, seq, frame);
 }
 
 /* ---- io loops ---- */
