@@ -263,54 +263,9 @@ int fb_store_rooms_for_user(fb_store_t *s, int64_t user_id, fb_room_summary_t **
 
 /* ---- sends in bulk ---- */
 
-/* One item the way every backend must treat it (store.h), from the single
- * calls: the membership row is the authority, a retry is answered from its
- * original even after its sender left the room. Returns an error of the
- * whole call only. */
-static int send_one(fb_store_t *s, fb_send_t *it)
-{
-    fb_member_t me = {0};
-    fb_event_t old = {0};
-    int rc = s->ops->member_get(s, it->room_id, it->actor_id, &me);
-    bool member = rc == 0 && me.left_seq == 0;
-    int64_t read_seq = me.read_seq;
-    fb_member_clear(&me);
-    if (rc && rc != FB_ENOTFOUND) return rc;
-    if (member) {
-        fb_event_t ev = {.room_id = it->room_id,
-                         .ts_ms = it->ts_ms,
-                         .kind = FB_EV_TEXT,
-                         .actor_id = it->actor_id,
-                         .actor_device = it->actor_device,
-                         .cmid = (char *)it->cmid,
-                         .text = (char *)it->text};
-        rc = s->ops->event_append(s, &ev);
-        if (rc == 0) {
-            bool advanced;
-            rc = s->ops->read_marker_set(s, it->room_id, it->actor_id, ev.seq, &advanced);
-            if (rc) return rc;
-            it->seq = ev.seq;
-            it->old_read_seq = read_seq;
-            return 0;
-        }
-        if (rc != FB_EEXIST) return rc;
-    }
-    rc = s->ops->event_by_cmid(s, it->actor_device, it->cmid, &old);
-    if (rc == FB_ENOTFOUND) {
-        /* not a retry, and not a member (the append found no duplicate) */
-        if (member) return FB_EINTERNAL;
-        it->err = FB_ENOTMEMBER;
-        return 0;
-    }
-    if (rc) return rc;
-    it->err = FB_EEXIST;
-    it->room_id = old.room_id;
-    it->seq = old.seq;
-    it->ts_ms = old.ts_ms;
-    fb_event_clear(&old);
-    return 0;
-}
-
+/* Every backend treats an item as store.h says: the membership row is the
+ * authority, a retry is answered from its original even after its sender
+ * left the room. An error of the whole call only is returned. */
 int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n)
 {
     if (n && !items) return FB_EINVAL;
@@ -321,12 +276,7 @@ int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n)
         items[i].old_read_seq = 0;
     }
     if (n == 0) return 0;
-    if (s->ops->send_many) return s->ops->send_many(s, items, n);
-    for (size_t i = 0; i < n; i++) {
-        int rc = send_one(s, &items[i]);
-        if (rc) return rc;
-    }
-    return 0;
+    return s->ops->send_many(s, items, n);
 }
 
 /* ---- the change feed ---- */

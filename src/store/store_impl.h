@@ -72,10 +72,10 @@ struct fb_store_ops {
                            bool *advanced);
     int (*rooms_for_user)(fb_store_t *s, int64_t user_id, fb_room_summary_t **out, size_t *n);
 
-    /* Optional: NULL makes store.c run the generic send_many (member_get,
-     * event_append, event_by_cmid, read_marker_set per item). A backend that
-     * can do the run in one round trip provides it. items[i].err, seq and
-     * old_read_seq are zeroed by store.c before the call. */
+    /* A run of sends as store.h defines fb_store_send_many; each backend does
+     * it its own way (one round trip on PostgreSQL, one statement per room
+     * and per sender on SQLite). items[i].err, seq and old_read_seq are
+     * zeroed by store.c before the call. */
     int (*send_many)(fb_store_t *s, fb_send_t *items, size_t n);
     /* Optional: NULL makes announce a no-op (a store with one node only).
      * origin has been checked: 1..64 bytes, no space or control character. */
