@@ -124,8 +124,6 @@ static const char *const migrations[] = {
      * once per call), so its insert is a plain one-row insert. */                                 \
     X(EVENT_PUT, "INSERT INTO events(room_id, seq, ts_ms, kind, actor_id, actor_device,"           \
                  " target_id, cmid, text) VALUES (?1, ?2, ?3, 1, ?4, ?5, 0, ?6, ?7)")              \
-    X(EVENT_ORIGINAL, "SELECT room_id, seq, ts_ms FROM events WHERE actor_device = ?1"             \
-                      " AND cmid = ?2")                                                            \
     X(EVENT_UNDO, "DELETE FROM events WHERE room_id = ?1 AND seq = ?2")                            \
     X(EVENT_BY_CMID,                                                                               \
       "SELECT " EV_COLS " FROM events e" EV_JOINS " WHERE e.actor_device = ?1 AND e.cmid = ?2")    \
@@ -1189,30 +1187,23 @@ static int sq_send_put(sq_store_t *s, const fb_send_t *it, int64_t seq)
     return err;
 }
 
-/* Answers a retry from its original, or refuses a non-member. */
+/* Answers a retry from its original (the one lookup by cmid the store has),
+ * or refuses a non-member. */
 static int sq_send_refused(sq_store_t *s, fb_send_t *it, bool member)
 {
-    sqlite3_stmt *st;
-    int err = sq_stmt(s, ST_EVENT_ORIGINAL, &st);
-    if (err) return err;
-    sqlite3_bind_int64(st, 1, it->actor_device);
-    bind_text(st, 2, it->cmid);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    fb_event_t old = {0};
+    int err = sq_event_by_cmid(&s->base, it->actor_device, it->cmid, &old);
+    if (!err) {
         it->err = FB_EEXIST;
-        it->room_id = sqlite3_column_int64(st, 0);
-        it->seq = sqlite3_column_int64(st, 1);
-        it->ts_ms = sqlite3_column_int64(st, 2);
-    } else if (rc == SQLITE_DONE) {
+        it->room_id = old.room_id;
+        it->seq = old.seq;
+        it->ts_ms = old.ts_ms;
+        fb_event_clear(&old);
+    } else if (err == FB_ENOTFOUND) {
         /* not a retry; a member's insert can only have failed as one */
-        if (member)
-            err = FB_EINTERNAL;
-        else
-            it->err = FB_ENOTMEMBER;
-    } else {
-        err = sq_fail(s, rc, "send_many");
+        err = member ? FB_EINTERNAL : 0;
+        if (!member) it->err = FB_ENOTMEMBER;
     }
-    sq_done(st);
     return err;
 }
 
