@@ -547,16 +547,16 @@ static void verdict(drill_t *d, verdict_t *v)
         const drill_prober_t *p = &d->probers[i];
         v->site_probes_ok += p->ok;
         v->site_probes_failed += p->failed;
-        if (p->last_ok_ms < 0) continue; /* never answered: its error is reported */
-        v->probe_all = FB_MAX(v->probe_all, p->max_gap_ms);
+        if (p->gap.last < 0) continue; /* never answered: its error is reported */
+        v->probe_all = FB_MAX(v->probe_all, p->gap.max);
         if (p->site + 1 != d->o.fault_site)
-            v->probe_survivors = FB_MAX(v->probe_survivors, p->max_gap_ms);
+            v->probe_survivors = FB_MAX(v->probe_survivors, p->gap.max);
     }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        v->read_all = FB_MAX(v->read_all, r->max_gap_ms);
+        v->read_all = FB_MAX(v->read_all, r->gap.max);
         if (r->home + 1 != d->o.fault_site)
-            v->read_survivors = FB_MAX(v->read_survivors, r->max_gap_ms);
+            v->read_survivors = FB_MAX(v->read_survivors, r->gap.max);
         v->probes_ok += r->probes_ok;
         v->probes_failed += r->probes_failed;
     }
@@ -678,8 +678,8 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
         const drill_reader_t *r = &d->r[i];
         json_array_append_new(
             readers, json_pack("{s:i,s:I,s:I,s:I,s:I,s:s?,s:o}", "site", r->home + 1, "max_gap_ms",
-                               (json_int_t)r->max_gap_ms, "gap_from_ms",
-                               (json_int_t)r->gap_from_ms, "probes_ok", (json_int_t)r->probes_ok,
+                               (json_int_t)r->gap.max, "gap_from_ms",
+                               (json_int_t)r->gap.from, "probes_ok", (json_int_t)r->probes_ok,
                                "probes_failed", (json_int_t)r->probes_failed, "last_error",
                                r->probes_failed ? r->probe_err : NULL, "last_error_at_ms",
                                r->probes_failed ? json_integer(r->probe_err_ms) : json_null()));
@@ -690,8 +690,8 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
         json_array_append_new(
             probers,
             json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o,s:s?}", "site", p->site + 1, "max_gap_ms",
-                      p->last_ok_ms < 0 ? json_null() : json_integer(p->max_gap_ms), "gap_from_ms",
-                      p->last_ok_ms < 0 ? json_null() : json_integer(p->gap_from_ms), "probes_ok",
+                      p->gap.last < 0 ? json_null() : json_integer(p->gap.max), "gap_from_ms",
+                      p->gap.last < 0 ? json_null() : json_integer(p->gap.from), "probes_ok",
                       (json_int_t)p->ok, "probes_failed", (json_int_t)p->failed, "last_error",
                       p->failed ? p->probe_err : NULL, "last_error_at_ms",
                       p->failed ? json_integer(p->probe_err_ms) : json_null(), "setup_error",
@@ -707,8 +707,8 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                   (json_int_t)v->probes_ok, "readers_probes_failed", (json_int_t)v->probes_failed,
                   "readers", readers));
     json_object_set_new(j, "drill_stall",
-                        json_pack("{s:I,s:I}", "ms", (json_int_t)d->max_tick_gap_ms, "from_ms",
-                                  (json_int_t)d->tick_gap_from_ms));
+                        json_pack("{s:I,s:I}", "ms", (json_int_t)d->ticks.max, "from_ms",
+                                  (json_int_t)d->ticks.from));
     json_object_set_new(
         j, "checks",
         json_pack("{s:b,s:i,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
@@ -816,8 +816,8 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, " (%ld probes ok, %ld failed; behind every room's pushes)\n", v->probes_ok,
             v->probes_failed);
     fprintf(f, "  %-14s%.2f s at t=%.2f s (the drill's own loop, busy: no probe or send)\n",
-            "drill stall", (double)d->max_tick_gap_ms / 1000.0,
-            (double)d->tick_gap_from_ms / 1000.0);
+            "drill stall", (double)d->ticks.max / 1000.0,
+            (double)d->ticks.from / 1000.0);
     print_cmd(f, "fault", &d->fault);
     print_cmd(f, "heal", &d->heal);
     if (d->v.done)

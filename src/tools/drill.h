@@ -78,6 +78,27 @@ typedef struct {
 
 typedef struct drill drill_t;
 
+/* The longest interval between two marks (a probe answered, a tick ran).
+ * last < 0 until the first mark, which opens no gap; from is where the
+ * longest began. */
+typedef struct {
+    int64_t last, max, from;
+} drill_gap_t;
+
+static inline void drill_gap_close(drill_gap_t *g, int64_t now) /* an open gap counts to now */
+{
+    if (g->last >= 0 && now - g->last > g->max) {
+        g->max = now - g->last;
+        g->from = g->last;
+    }
+}
+
+static inline void drill_gap_mark(drill_gap_t *g, int64_t now)
+{
+    drill_gap_close(g, now);
+    g->last = now;
+}
+
 typedef struct {
     drill_t *d;
     int idx, home; /* home: 0-based site it starts at */
@@ -112,7 +133,7 @@ typedef struct {
     /* read probes */
     bool probe_out;
     int64_t next_probe_ms;
-    int64_t last_ok_ms, max_gap_ms, gap_from_ms;
+    drill_gap_t gap; /* between answered probes, from the load's start (last = 0) */
     long probes_ok, probes_failed;
     char probe_err[64]; /* the last failed probe's error, for the report */
     int64_t probe_err_ms;
@@ -133,7 +154,7 @@ typedef struct {
     char error[128];
     int64_t room;
     bool out;
-    int64_t first_ok_ms, last_ok_ms, max_gap_ms, gap_from_ms; /* -1: none yet */
+    drill_gap_t gap; /* between answered probes, from the first (last = -1 before) */
     long ok, failed;
     char probe_err[64];
     int64_t probe_err_ms;
@@ -209,7 +230,7 @@ struct drill {
     int64_t last_ack_ms, max_ack_gap_ms, ack_gap_from_ms;
     /* the drill's own loop: the longest time between two ticks, when the
      * load generator itself was too busy to probe or send (its stall) */
-    int64_t last_tick_ms, max_tick_gap_ms, tick_gap_from_ms;
+    drill_gap_t ticks;
     long acked, acked_dup, refused;
     int64_t first_ack_after_fault_ms;
 

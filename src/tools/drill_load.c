@@ -414,11 +414,7 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
     }
     r->probes_ok++;
     second(d, now)->reads_ok++;
-    if (now - r->last_ok_ms > r->max_gap_ms) {
-        r->max_gap_ms = now - r->last_ok_ms;
-        r->gap_from_ms = r->last_ok_ms;
-    }
-    r->last_ok_ms = now;
+    drill_gap_mark(&r->gap, now);
 }
 
 static void probe(drill_t *d, int64_t now)
@@ -657,11 +653,7 @@ static void on_tick(uv_timer_t *t)
     drill_t *d = t->data;
     if (d->phase != PH_LOAD && d->phase != PH_DRAIN) return;
     int64_t now = drill_now(d);
-    if (d->last_tick_ms && now - d->last_tick_ms > d->max_tick_gap_ms) {
-        d->max_tick_gap_ms = now - d->last_tick_ms;
-        d->tick_gap_from_ms = d->last_tick_ms;
-    }
-    d->last_tick_ms = now;
+    drill_gap_mark(&d->ticks, now);
     commands(d, now);
     if (d->phase == PH_LOAD) {
         pace(d, now);
@@ -742,10 +734,7 @@ void drill_load(drill_t *d)
     }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        if (now - r->last_ok_ms > r->max_gap_ms) {
-            r->max_gap_ms = now - r->last_ok_ms;
-            r->gap_from_ms = r->last_ok_ms;
-        }
+        drill_gap_close(&r->gap, now);
     }
     drill_log(d, "drain over after %.1f s", (double)(now - drain_from) / 1000.0);
     uv_signal_stop(&d->sigint);

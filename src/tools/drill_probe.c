@@ -50,12 +50,7 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
         return;
     }
     p->ok++;
-    if (p->last_ok_ms >= 0 && now - p->last_ok_ms > p->max_gap_ms) {
-        p->max_gap_ms = now - p->last_ok_ms;
-        p->gap_from_ms = p->last_ok_ms;
-    }
-    if (p->last_ok_ms < 0) p->first_ok_ms = now;
-    p->last_ok_ms = now;
+    drill_gap_mark(&p->gap, now);
 }
 
 /* Register, create the probe room: 0 or an error (p->error says which). */
@@ -132,12 +127,7 @@ static void prober_main(void *arg)
             fb_client_run_until(c, p->out ? reply_or_stop : stopping, p,
                                 (int)FB_MIN(wait, DRILL_TICK_MS));
         }
-        /* an outage still open at the end counts up to it */
-        int64_t end = drill_now(d);
-        if (p->last_ok_ms >= 0 && end - p->last_ok_ms > p->max_gap_ms) {
-            p->max_gap_ms = end - p->last_ok_ms;
-            p->gap_from_ms = p->last_ok_ms;
-        }
+        drill_gap_close(&p->gap, drill_now(d)); /* an outage still open counts to the end */
     }
     if (c) fb_client_free_sync(c);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -151,7 +141,7 @@ void drill_probers_start(drill_t *d)
         drill_prober_t *p = &d->probers[i];
         p->d = d;
         p->site = i;
-        p->last_ok_ms = p->first_ok_ms = -1;
+        p->gap.last = -1;
         snprintf(p->name, sizeof p->name, "%s-p%d", d->o.prefix, i);
         p->started = uv_thread_create(&p->thread, prober_main, p) == 0;
         if (!p->started) snprintf(p->error, sizeof p->error, "cannot start a thread");
