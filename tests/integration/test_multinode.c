@@ -164,17 +164,25 @@ static ack_t send_sync(fb_client_t *c, int64_t room, const char *text, const cha
     return a;
 }
 
+/* Two nodes on a fresh database, alice on node 0 and bob on node 1, both
+ * in a new group room of that name: its id. */
+static int64_t two_nodes_room(fx_t *f, const char *name, fb_client_t **a, fb_client_t **b)
+{
+    assert_int_equal(fb_test_pg_db_new(NULL, f->db, sizeof f->db), 0);
+    start_node(f, 0);
+    start_node(f, 1);
+    *a = client(f, 0, f->node[0].addr, "alice", true);
+    *b = client(f, 1, f->node[1].addr, "bob", true);
+    return group(*a, name, "bob");
+}
+
 /* A message sent through node 0 reaches a member connected to node 1, and back. */
 static void test_relay_between_nodes(void **state)
 {
     fx_t *f = *state;
     NEED_PG(f);
-    assert_int_equal(fb_test_pg_db_new(NULL, f->db, sizeof f->db), 0);
-    start_node(f, 0);
-    start_node(f, 1);
-    fb_client_t *a = client(f, 0, f->node[0].addr, "alice", true);
-    fb_client_t *b = client(f, 1, f->node[1].addr, "bob", true);
-    int64_t room = group(a, "two sites", "bob");
+    fb_client_t *a, *b;
+    int64_t room = two_nodes_room(f, "two sites", &a, &b);
     json_t *ev = next_msg(b, room, "join"); /* bob's join, committed by node 0 */
     assert_non_null(ev);
     json_decref(ev);
@@ -200,12 +208,8 @@ static void test_membership_is_the_stores(void **state)
 {
     fx_t *f = *state;
     NEED_PG(f);
-    assert_int_equal(fb_test_pg_db_new(NULL, f->db, sizeof f->db), 0);
-    start_node(f, 0);
-    start_node(f, 1);
-    fb_client_t *a = client(f, 0, f->node[0].addr, "alice", true);
-    fb_client_t *b = client(f, 1, f->node[1].addr, "bob", true);
-    int64_t room = group(a, "kick across", "bob");
+    fb_client_t *a, *b;
+    int64_t room = two_nodes_room(f, "kick across", &a, &b);
     assert_int_equal(send_sync(b, room, "I am in", NULL).err, 0); /* node 1 caches members */
     json_t *rep = fb_itest_call(a, json_pack("{s:s,s:I,s:s}", "op", "kick", "room",
                                              (json_int_t)room, "user", "bob"),
@@ -360,12 +364,8 @@ static void test_read_and_logout_between_nodes(void **state)
 {
     fx_t *f = *state;
     NEED_PG(f);
-    assert_int_equal(fb_test_pg_db_new(NULL, f->db, sizeof f->db), 0);
-    start_node(f, 0);
-    start_node(f, 1);
-    fb_client_t *a = client(f, 0, f->node[0].addr, "alice", true);
-    fb_client_t *b = client(f, 1, f->node[1].addr, "bob", true);
-    int64_t room = group(a, "receipts", "bob");
+    fb_client_t *a, *b;
+    int64_t room = two_nodes_room(f, "receipts", &a, &b);
     ack_t k = send_sync(a, room, "did you read this?", NULL);
     assert_int_equal(k.err, 0);
     json_t *ev = next_msg_text(b, room, "text", "did you read this?");
