@@ -60,6 +60,8 @@ static const key_t_ keys[] = {
      "a connection must upgrade and say hello within this"},
     {"writer_batch_max", K_INT, OFF(writer_batch_max), 1, 1000000,
      "most requests committed in one transaction (group commit)"},
+    {"sqlite_cache_mib", K_INT, OFF(sqlite_cache_mib), 2, 1 << 20,
+     "sqlite: page cache of the writer and of each io loop's reader, MiB (used as filled)"},
     {"store_hold_ms", K_INT, OFF(store_hold_ms), 0, 600000,
      "writes wait this long for an unreachable store (a failover) before they fail as "
      "unavailable; above the failover time (Patroni ttl + a few s)"},
@@ -87,6 +89,7 @@ void fb_config_defaults(fb_config_t *c)
     c->token_ttl_days = 90;
     c->handshake_timeout_ms = 10000;
     c->writer_batch_max = 4096;
+    c->sqlite_cache_mib = 64;
     c->argon2_opslimit = 2;
     c->argon2_memlimit_kib = 65536;
     c->log_level = FB_LOG_INFO;

@@ -26,6 +26,7 @@ typedef struct {
     int64_t token_ttl_days;   /* 90 */
     int64_t handshake_timeout_ms; /* 10000 */
     int64_t writer_batch_max; /* 4096 */
+    int64_t sqlite_cache_mib; /* 64 */
     int64_t store_hold_ms;    /* 20000 */
     int64_t argon2_opslimit;  /* 2 (libsodium interactive) */
     int64_t argon2_memlimit_kib; /* 65536 */

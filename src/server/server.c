@@ -395,6 +395,7 @@ int fb_server_main(int argc, char **argv)
     s->store_cfg.path = s->db_path;
     s->store_cfg.conninfo = s->cfg.pg_conninfo;
     s->store_cfg.read_conninfo = s->cfg.pg_read_conninfo;
+    s->store_cfg.cache_mib = (int)s->cfg.sqlite_cache_mib;
     if (fb_store_open(&s->store_cfg, &s->wstore)) {
         FB_ERROR("server", "cannot open the store at %s", s->db_path);
         goto out;

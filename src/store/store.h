@@ -32,6 +32,7 @@ typedef struct {
                            * every site with target_session_attrs=read-write */
     const char *read_conninfo; /* postgres: readers (this site's server, primary or
                                 * standby); NULL or "": conninfo */
+    int cache_mib;        /* sqlite: page cache of each connection, MiB; 0: SQLite's 2 */
 } fb_store_config_t;
 
 enum { FB_ROOM_DIRECT = 1, FB_ROOM_GROUP = 2 };

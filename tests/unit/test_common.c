@@ -545,6 +545,7 @@ static void test_config_defaults(void **state)
     assert_int_equal(c.token_ttl_days, 90);
     assert_int_equal(c.handshake_timeout_ms, 10000);
     assert_int_equal(c.writer_batch_max, 4096);
+    assert_int_equal(c.sqlite_cache_mib, 64);
     assert_int_equal(c.argon2_opslimit, 2);
     assert_int_equal(c.argon2_memlimit_kib, 65536);
     assert_int_equal(c.log_level, FB_LOG_INFO);
@@ -583,6 +584,9 @@ static void test_config_set(void **state)
     assert_int_equal(c.io_threads, 4);
     SET_OK(&c, "writer_batch_max", "1");
     assert_int_equal(c.writer_batch_max, 1);
+    SET_OK(&c, "sqlite_cache_mib", "2");
+    assert_int_equal(c.sqlite_cache_mib, 2);
+    set_bad(&c, "sqlite_cache_mib", "1", "sqlite_cache_mib");
     SET_OK(&c, "argon2_memlimit_kib", "8");
     assert_int_equal(c.argon2_memlimit_kib, 8);
     set_bad(&c, "max_text_bytes", "abc", "max_text_bytes");

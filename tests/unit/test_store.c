@@ -26,6 +26,7 @@
 
 #include "common/fb.h"
 #include "common/pg.h"
+#include "store/sqlite_vfs.h"
 #include "store/store.h"
 
 typedef struct {
@@ -1109,6 +1110,70 @@ static void test_durability(void **state)
     assert_int_equal(e.seq, 4);
     fb_event_clear(&e);
     fb_store_close(r);
+}
+
+/* The WAL's appends are gathered into large writes (store/sqlite_vfs.c):
+ * a transaction that dirties hundreds of pages is written in few calls, and
+ * what it wrote is read back whole by a reader that was open before it, by
+ * one opened after it, and by the writer after a reopen (WAL recovery). */
+static void test_sqlite_wal_gathered(void **state)
+{
+    fx_t *fx = *state;
+    enum { ROOMS = 60, PER_ROOM = 30 };
+    int64_t alice = mk_user(fx->s, "alice");
+    int64_t dev = mk_device(fx->s, alice, 1);
+    int64_t rooms[ROOMS];
+    assert_int_equal(fb_store_begin(fx->s), 0);
+    for (int i = 0; i < ROOMS; i++) rooms[i] = mk_group(fx->s, alice, "r", 1);
+    assert_int_equal(fb_store_commit(fx->s), 0);
+    fb_store_t *early = NULL;
+    assert_int_equal(fb_store_open_reader(&fx->cfg, &early), 0);
+    assert_int_equal(last_seq(early, rooms[0]), 1);
+
+    /* texts of 300-900 bytes, round robin over the rooms: every room's
+     * pages are dirty at once, as under a real mix */
+    char cmid[32], body[1024];
+    uint64_t w0, p0, w1, p1;
+    fb_sqlite_vfs_stats(&w0, &p0);
+    assert_int_equal(fb_store_begin(fx->s), 0);
+    for (int k = 0; k < PER_ROOM; k++) {
+        for (int i = 0; i < ROOMS; i++) {
+            snprintf(cmid, sizeof cmid, "c%d.%d", i, k);
+            int len = 300 + (i * 37 + k * 11) % 600;
+            for (int b = 0; b < len; b++) body[b] = (char)('a' + (i + k + b) % 26);
+            body[len] = 0;
+            assert_int_equal(append(fx->s, rooms[i], FB_EV_TEXT, alice, dev, 0, cmid, body, 2),
+                             k + 2);
+        }
+    }
+    assert_int_equal(fb_store_commit(fx->s), 0);
+    fb_sqlite_vfs_stats(&w1, &p1);
+    /* two writes per page frame (header, page); one call per ~15 frames */
+    assert_true(w1 - w0 >= 2 * ROOMS);
+    assert_true((p1 - p0) * 8 <= w1 - w0);
+
+    fb_store_t *late = NULL;
+    assert_int_equal(fb_store_open_reader(&fx->cfg, &late), 0);
+    for (int pass = 0; pass < 3; pass++) {
+        fb_store_t *s = pass == 0 ? early : pass == 1 ? late : fx->s;
+        for (int i = 0; i < ROOMS; i++) {
+            assert_int_equal(last_seq(s, rooms[i]), PER_ROOM + 1);
+            fb_event_t *evs;
+            size_t n;
+            assert_int_equal(fb_store_events_after(s, rooms[i], 1, 0, PER_ROOM + 5, &evs, &n), 0);
+            assert_int_equal(n, PER_ROOM);
+            for (int k = 0; k < PER_ROOM; k++) {
+                int len = 300 + (i * 37 + k * 11) % 600;
+                assert_int_equal(strlen(evs[k].text), (size_t)len);
+                for (int b = 0; b < len; b++)
+                    assert_int_equal(evs[k].text[b], 'a' + (i + k + b) % 26);
+            }
+            fb_events_free(evs, n);
+        }
+        if (pass == 1) reopen(fx); /* the writer's pass reads after recovery */
+    }
+    fb_store_close(early);
+    fb_store_close(late);
 }
 
 /* ---- sends in bulk ---- */
@@ -2253,6 +2318,7 @@ int main(void)
         SQ(test_sqlite_migrations),
         SQ(test_sqlite_open_errors),
         SQ(test_sqlite_no_feed),
+        SQ(test_sqlite_wal_gathered),
         BOTH(SQ),
     };
     const struct CMUnitTest pg_tests[] = {
