@@ -12,35 +12,6 @@
 
 #include "proto/proto.h"
 
-/* Length of the valid UTF-8 sequence at s (as jansson's utf8_check_full
- * judges it: no overlong form, no surrogate, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
-    return n;
-}
-
 /* Writes s as a JSON string at p, which has room for 2 + 6 * strlen(s) bytes.
  * Returns the end, or NULL when s is not valid UTF-8. */
 static char *put_str(char *p, const char *str)
@@ -51,7 +22,7 @@ static char *put_str(char *p, const char *str)
     while (*s) {
         unsigned char c = *s;
         if (c >= 0x80) {
-            size_t n = utf8_seq(s);
+            size_t n = fb_utf8_seq((const char *)s);
             if (!n) return NULL;
             memcpy(p, s, n);
             p += n;
