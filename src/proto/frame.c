@@ -65,6 +65,24 @@ void fb_req_free(fb_req_t *req)
     req->id = NULL;
 }
 
+fb_reqid_t fb_req_hold_id(fb_req_t *req)
+{
+    if (json_is_integer(req->id)) return (fb_reqid_t){NULL, json_integer_value(req->id)};
+    return (fb_reqid_t){json_incref(req->id), -1};
+}
+
+json_t *fb_reqid_json(fb_reqid_t *id)
+{
+    if (!id->json && id->num >= 0) id->json = json_integer(id->num);
+    return id->json;
+}
+
+void fb_reqid_release(fb_reqid_t *id)
+{
+    json_decref(id->json);
+    id->json = NULL;
+}
+
 static int field_missing(fb_req_t *req, const char *key, const char *type)
 {
     snprintf(req->msg, sizeof req->msg, "\"%s\" must be %s", key, type);

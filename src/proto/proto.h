@@ -35,6 +35,19 @@ typedef struct {
 int fb_req_parse(fb_req_t *req, const char *data, size_t len);
 void fb_req_free(fb_req_t *req);
 
+/* A request id kept until the reply (a request waiting for the writer): an
+ * integer as a number, so that the common case holds no json_t, any other
+ * id by a reference. */
+typedef struct {
+    json_t *json; /* num < 0: the id (NULL: none); else NULL, or the same id once made */
+    int64_t num;  /* the integer id, or -1 */
+} fb_reqid_t;
+
+fb_reqid_t fb_req_hold_id(fb_req_t *req);
+/* The id as a json_t for a jansson reply (made on first use, kept in id). */
+json_t *fb_reqid_json(fb_reqid_t *id);
+void fb_reqid_release(fb_reqid_t *id);
+
 /* Field readers: 0, FB_EBADREQ (missing when required, or mistyped) or
  * FB_EINVAL (out of range), with req->msg naming the field. Optional
  * fields that are absent leave *out untouched and return 0. */

@@ -71,7 +71,7 @@ reply:
     fb_req_free(&req);
 }
 
-fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http)
+fb_pending_t *fb_ops_submit(fb_conn_t *c, fb_reqid_t id, fb_wreq_t *r, fb_done_fn done, bool http)
 {
     if (c->loop->stopped_reading) {
         /* Shutting down: the writer may be gone. Retryable: nothing stored. */
@@ -79,12 +79,13 @@ fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn d
         r->err = FB_EUNAVAIL;
         snprintf(r->err_msg, sizeof r->err_msg, "the node is shutting down, retry");
         if (c->state != CONN_CLOSED) done(c, &refused, r);
+        fb_reqid_release(&refused.id);
         fb_wreq_free(r);
         return NULL;
     }
     fb_pending_t *p = fb_calloc(1, sizeof *p);
     p->conn = c;
-    p->id = json_incref(id);
+    p->id = id;
     p->done = done;
     p->http = http;
     c->refs++;
@@ -106,14 +107,14 @@ bool fb_ops_failed(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
     if (p->http)
         fb_http_respond_json(c, fb_http_status_of(r->err), fb_proto_error(NULL, r->err, r->err_msg));
     else
-        fb_conn_reply_error(c, p->id, r->err, r->err_msg);
+        fb_conn_reply_error(c, fb_reqid_json(&p->id), r->err, r->err_msg);
     return true;
 }
 
 void fb_ops_done_seq(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
     if (!fb_ops_failed(c, p, r))
-        fb_conn_reply(c, p->id, json_pack("{s:I}", "seq", (json_int_t)r->r_seq));
+        fb_conn_reply(c, fb_reqid_json(&p->id), json_pack("{s:I}", "seq", (json_int_t)r->r_seq));
 }
 
 void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b)
@@ -126,7 +127,7 @@ void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b)
             fb_conn_t *c = p->conn;
             c->pending--;
             if (c->state != CONN_CLOSED) p->done(c, p, r);
-            json_decref(p->id);
+            fb_reqid_release(&p->id);
             fb_free(p);
             fb_conn_unref(c);
         }

@@ -8,7 +8,7 @@
 static void done_send(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
     if (fb_ops_failed(c, p, r)) return;
-    fb_conn_reply(c, p->id,
+    fb_conn_reply(c, fb_reqid_json(&p->id),
                   json_pack("{s:I,s:I,s:I,s:b}", "room", (json_int_t)r->r_room, "seq",
                             (json_int_t)r->r_seq, "ts", (json_int_t)r->r_ts, "duplicate",
                             r->r_duplicate));
@@ -31,15 +31,16 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req)
     r->room_id = room;
     snprintf(r->cmid, sizeof r->cmid, "%s", cmid);
     r->text = fb_strndup(text, len);
-    fb_ops_submit(c, req->id, r, done_send, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, done_send, false);
     return 0;
 }
 
 static void done_read(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
     if (!fb_ops_failed(c, p, r))
-        fb_conn_reply(c, p->id, json_pack("{s:I,s:I}", "room", (json_int_t)r->room_id, "read_seq",
-                                          (json_int_t)r->r_seq));
+        fb_conn_reply(c, fb_reqid_json(&p->id),
+                      json_pack("{s:I,s:I}", "room", (json_int_t)r->room_id, "read_seq",
+                                (json_int_t)r->r_seq));
 }
 
 int fb_op_read(fb_conn_t *c, fb_req_t *req)
@@ -51,6 +52,6 @@ int fb_op_read(fb_conn_t *c, fb_req_t *req)
     fb_wreq_t *r = fb_wreq_new(FB_W_READ);
     r->room_id = room;
     r->seq = seq;
-    fb_ops_submit(c, req->id, r, done_read, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, done_read, false);
     return 0;
 }

@@ -162,15 +162,16 @@ typedef struct fb_pending fb_pending_t;
 typedef void (*fb_done_fn)(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r);
 struct fb_pending {
     fb_conn_t *conn;
-    json_t *id;
+    fb_reqid_t id; /* replies take it through fb_reqid_json */
     fb_done_fn done;
     bool http; /* reply as an HTTP response instead of a frame */
     char token[72];
 };
 
-/* Fills the caller fields of r and submits it with a pending reply; NULL
- * when the node is shutting down (then r was answered and freed). */
-fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http);
+/* Fills the caller fields of r and submits it with a pending reply, which
+ * takes id over; NULL when the node is shutting down (then r was answered
+ * and freed). */
+fb_pending_t *fb_ops_submit(fb_conn_t *c, fb_reqid_t id, fb_wreq_t *r, fb_done_fn done, bool http);
 void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b);
 /* Account ops callable from HTTP too: body parsed as a request. */
 int fb_ops_login(fb_conn_t *c, fb_req_t *req, bool http);
