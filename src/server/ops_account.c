@@ -45,7 +45,7 @@ int fb_op_hello(fb_conn_t *c, fb_req_t *req)
     if (!rc) rc = fb_req_str(req, "token", false, 0, SIZE_MAX, &token, NULL);
     if (rc) return rc;
     if (version != FB_PROTOCOL_VERSION) {
-        fb_conn_reply_error(c, req->id, FB_EVERSION, "this server speaks protocol 1");
+        fb_conn_reply_error(c, fb_req_id(req), FB_EVERSION, "this server speaks protocol 1");
         fb_conn_ws_close(c, 4003, "unsupported protocol version");
         return 0;
     }
@@ -54,7 +54,7 @@ int fb_op_hello(fb_conn_t *c, fb_req_t *req)
     if (token && (rc = auth_token(c, token, &fields))) return rc;
     if (!fields) fields = json_object();
     json_object_set_new(fields, "protocol", json_integer(FB_PROTOCOL_VERSION));
-    fb_conn_reply(c, req->id, fields);
+    fb_conn_reply(c, fb_req_id(req), fields);
     return 0;
 }
 
@@ -64,13 +64,13 @@ int fb_op_auth(fb_conn_t *c, fb_req_t *req)
     json_t *fields;
     int rc = fb_req_str(req, "token", true, 0, SIZE_MAX, &token, NULL);
     if (!rc) rc = auth_token(c, token, &fields);
-    if (!rc) fb_conn_reply(c, req->id, fields);
+    if (!rc) fb_conn_reply(c, fb_req_id(req), fields);
     return rc;
 }
 
 int fb_op_ping(fb_conn_t *c, fb_req_t *req)
 {
-    fb_conn_reply(c, req->id, json_pack("{s:I}", "ts", (json_int_t)fb_now_ms()));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:I}", "ts", (json_int_t)fb_now_ms()));
     return 0;
 }
 
@@ -285,6 +285,6 @@ int fb_op_devices(fb_conn_t *c, fb_req_t *req)
                                              (json_int_t)ds[i].expires_ms, "current",
                                              ds[i].id == c->device_id));
     fb_devices_free(ds, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o}", "devices", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o}", "devices", arr));
     return 0;
 }

@@ -181,7 +181,7 @@ int fb_op_rooms(fb_conn_t *c, fb_req_t *req)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, summary_json(c->loop->reader, &rs[i], c->user_id));
     fb_room_summaries_free(rs, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o}", "rooms", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o}", "rooms", arr));
     return 0;
 }
 
@@ -201,6 +201,6 @@ int fb_op_room(fb_conn_t *c, fb_req_t *req)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(arr, fb_proto_member(&ms[i]));
     fb_members_free(ms, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o,s:o}", "room", summary, "members", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o,s:o}", "room", summary, "members", arr));
     return 0;
 }

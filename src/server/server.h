@@ -25,7 +25,7 @@ typedef struct fb_conn fb_conn_t;
 
 typedef struct {
     atomic_uint_fast64_t accepted, closed, requests, errors, pushes, push_bytes, slow_closes,
-        bad_frames, http_requests, logins, login_failures;
+        bad_frames, http_requests, logins, login_failures, fast_requests;
 } fb_loop_stats_t;
 
 struct fb_loop {
@@ -50,6 +50,7 @@ struct fb_loop {
     fb_conn_t *all;      /* every open connection */
     fb_conn_t *hs_head, *hs_tail; /* connections in handshake, oldest first */
     char readbuf[65536]; /* shared by every connection of the loop */
+    fb_buf_t frame_copy; /* a request being read by the fast path (ops.c): up to max_frame_bytes */
     atomic_int open_conns;
     fb_loop_stats_t stats;
 };
@@ -195,6 +196,16 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req);
 int fb_op_read(fb_conn_t *c, fb_req_t *req);
 int fb_op_sync(fb_conn_t *c, fb_req_t *req);
 int fb_op_history(fb_conn_t *c, fb_req_t *req);
+/* The fields of a send and of a read, read and checked: one copy for
+ * requests parsed by jansson and by the fast path (tests/unit/test_proto.c
+ * compares the two through these). 0 or an error with req->msg. */
+typedef struct {
+    int64_t room;
+    const char *cmid, *text; /* borrowed from req */
+    size_t text_len;
+} fb_send_args_t;
+int fb_ops_send_args(fb_req_t *req, size_t max_text_bytes, fb_send_args_t *a);
+int fb_ops_read_args(fb_req_t *req, int64_t *room, int64_t *seq);
 /* Replies r's error, or calls nothing and returns false when r succeeded. */
 bool fb_ops_failed(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r);
 /* done() of the ops whose reply is just {"seq": r_seq}. */
