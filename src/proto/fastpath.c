@@ -12,10 +12,15 @@
  * readers, the connection's state checks and the op's validation then run
  * the same code for both kinds of request (tests/unit/test_proto.c holds the
  * two parsers to that). It must never accept what jansson would refuse.
+ *
+ * The acks of both, when the id is an integer, are written here as text
+ * without jansson, byte for byte what fb_conn_reply sends for them (keys in
+ * fb_proto_reply's order, compact); errors and other ids take jansson.
  * SPDX-License-Identifier: MIT */
 #include <string.h>
 
 #include "proto/proto.h"
+#include "proto/text.h"
 
 enum { K_ID, K_OP, K_ROOM, K_CMID, K_TEXT, K_SEQ, K_COUNT };
 
@@ -152,4 +157,48 @@ bool fb_req_parse_fast(fb_req_t *req, char *buf, size_t len)
     for (int k = 0; k < K_COUNT; k++)
         if (seen & BIT(k)) req->fast_fields[req->n_fast++] = v[k];
     return true;
+}
+
+/* ---- the acks ---- */
+
+json_t *fb_proto_send_ack(json_t *id, int64_t room, int64_t seq, int64_t ts, bool duplicate)
+{
+    return fb_proto_reply(id,
+                          json_pack("{s:I,s:I,s:I,s:b}", "room", (json_int_t)room, "seq",
+                                    (json_int_t)seq, "ts", (json_int_t)ts, "duplicate", duplicate));
+}
+
+json_t *fb_proto_read_ack(json_t *id, int64_t room, int64_t read_seq)
+{
+    return fb_proto_reply(
+        id, json_pack("{s:I,s:I}", "room", (json_int_t)room, "read_seq", (json_int_t)read_seq));
+}
+
+/* At most 6 + 20 + 10 + 8 + 20 + 7 + 20 + 6 + 20 + 18 + 1 = 136 bytes. */
+size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, int64_t ts,
+                              bool duplicate)
+{
+    char *p = fb_text_put_lit(out, "{\"id\":");
+    p = fb_text_put_int(p, id);
+    p = fb_text_put_lit(p, ",\"ok\":true,\"room\":");
+    p = fb_text_put_int(p, room);
+    p = fb_text_put_lit(p, ",\"seq\":");
+    p = fb_text_put_int(p, seq);
+    p = fb_text_put_lit(p, ",\"ts\":");
+    p = fb_text_put_int(p, ts);
+    p = fb_text_put_lit(p, duplicate ? ",\"duplicate\":true}" : ",\"duplicate\":false}");
+    return (size_t)(p - out);
+}
+
+/* At most 6 + 20 + 10 + 8 + 20 + 12 + 20 + 1 = 97 bytes. */
+size_t fb_proto_read_ack_json(char *out, int64_t id, int64_t room, int64_t read_seq)
+{
+    char *p = fb_text_put_lit(out, "{\"id\":");
+    p = fb_text_put_int(p, id);
+    p = fb_text_put_lit(p, ",\"ok\":true,\"room\":");
+    p = fb_text_put_int(p, room);
+    p = fb_text_put_lit(p, ",\"read_seq\":");
+    p = fb_text_put_int(p, read_seq);
+    *p++ = '}';
+    return (size_t)(p - out);
 }

@@ -255,6 +255,14 @@ json_t *fb_proto_ok(json_t *id)
     return json_pack("{s:O,s:b}", "id", id ? id : json_null(), "ok", 1);
 }
 
+json_t *fb_proto_reply(json_t *id, json_t *fields)
+{
+    json_t *o = fb_proto_ok(id);
+    if (fields) json_object_update(o, fields);
+    json_decref(fields);
+    return o;
+}
+
 json_t *fb_proto_error(json_t *id, int err, const char *detail)
 {
     const char *msg = detail && *detail ? detail : fb_err_message(err);

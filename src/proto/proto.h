@@ -96,6 +96,8 @@ bool fb_valid_label(const char *s, size_t max_bytes); /* room / device names: no
 
 /* Encoders. All return new references. */
 json_t *fb_proto_ok(json_t *id);                                /* {"id":..,"ok":true} */
+/* Every ok reply: fb_proto_ok(id) updated with fields (stolen; may be NULL). */
+json_t *fb_proto_reply(json_t *id, json_t *fields);
 json_t *fb_proto_error(json_t *id, int err, const char *detail); /* detail may be NULL */
 json_t *fb_proto_user(int64_t id, const char *name);
 json_t *fb_proto_event(const fb_event_t *ev, int64_t unread); /* unread < 0: omitted */
@@ -111,6 +113,17 @@ const char *fb_proto_room_kind(int kind);
  * build the object with jansson instead, to get jansson's answer. */
 bool fb_push_text_json(fb_buf_t *out, const fb_event_t *ev, int64_t unread);
 bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *name, int64_t seq);
+
+/* The acks of a send and of a read (fastpath.c): by jansson for any id, as
+ * fb_proto_reply builds them; and for an integer id as JSON text written
+ * without jansson into out (FB_ACK_JSON_MAX bytes), byte for byte what
+ * fb_proto_dump writes of the former. The text encoders return its length. */
+#define FB_ACK_JSON_MAX 160
+json_t *fb_proto_send_ack(json_t *id, int64_t room, int64_t seq, int64_t ts, bool duplicate);
+json_t *fb_proto_read_ack(json_t *id, int64_t room, int64_t read_seq);
+size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, int64_t ts,
+                              bool duplicate);
+size_t fb_proto_read_ack_json(char *out, int64_t id, int64_t room, int64_t read_seq);
 
 /* Serialises obj compactly into out (appends). */
 void fb_proto_dump(json_t *obj, fb_buf_t *out);

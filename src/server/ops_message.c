@@ -5,13 +5,19 @@
 
 #include <string.h>
 
+/* The acks: written without jansson for an integer id (proto/fastpath.c). */
 static void done_send(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
     if (fb_ops_failed(c, p, r)) return;
-    fb_conn_reply(c, fb_reqid_json(&p->id),
-                  json_pack("{s:I,s:I,s:I,s:b}", "room", (json_int_t)r->r_room, "seq",
-                            (json_int_t)r->r_seq, "ts", (json_int_t)r->r_ts, "duplicate",
-                            r->r_duplicate));
+    if (p->id.num >= 0) {
+        char ack[FB_ACK_JSON_MAX];
+        fb_conn_send_json_text(
+            c, ack,
+            fb_proto_send_ack_json(ack, p->id.num, r->r_room, r->r_seq, r->r_ts, r->r_duplicate));
+    } else {
+        fb_conn_send_json(
+            c, fb_proto_send_ack(p->id.json, r->r_room, r->r_seq, r->r_ts, r->r_duplicate));
+    }
 }
 
 int fb_ops_send_args(fb_req_t *req, size_t max_text_bytes, fb_send_args_t *a)
@@ -41,10 +47,14 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req)
 
 static void done_read(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
-    if (!fb_ops_failed(c, p, r))
-        fb_conn_reply(c, fb_reqid_json(&p->id),
-                      json_pack("{s:I,s:I}", "room", (json_int_t)r->room_id, "read_seq",
-                                (json_int_t)r->r_seq));
+    if (fb_ops_failed(c, p, r)) return;
+    if (p->id.num >= 0) {
+        char ack[FB_ACK_JSON_MAX];
+        fb_conn_send_json_text(c, ack,
+                               fb_proto_read_ack_json(ack, p->id.num, r->room_id, r->r_seq));
+    } else {
+        fb_conn_send_json(c, fb_proto_read_ack(p->id.json, r->room_id, r->r_seq));
+    }
 }
 
 int fb_ops_read_args(fb_req_t *req, int64_t *room, int64_t *seq)

@@ -132,6 +132,7 @@ void fb_conn_ws_close(fb_conn_t *c, int code, const char *reason); /* close fram
 /* Queues bytes already framed (a shared push frame) */
 void fb_conn_write_raw(fb_conn_t *c, const char *p, size_t n);
 void fb_conn_send_json(fb_conn_t *c, json_t *obj);         /* steals obj; WS frame */
+void fb_conn_send_json_text(fb_conn_t *c, const char *json, size_t n); /* JSON text; WS frame */
 void fb_conn_reply(fb_conn_t *c, json_t *id, json_t *fields); /* ok reply; steals fields (may be NULL) */
 void fb_conn_reply_error(fb_conn_t *c, json_t *id, int err, const char *detail);
 void fb_conn_flush_all(fb_loop_t *l);

@@ -3,7 +3,8 @@
  * and extra keys, ids, rooms, seqs and numbers of every form, strings with
  * escapes, controls, NULs and invalid UTF-8, whitespace, cut and damaged
  * frames), fb_req_parse_fast either declines or yields exactly what
- * fb_req_parse and the slow path's field reading yield.
+ * fb_req_parse and the slow path's field reading yield; and the acks written
+ * without jansson are byte for byte jansson's, for integers of every size.
  * SPDX-License-Identifier: MIT */
 #include <stdarg.h>
 #include <stddef.h>
@@ -482,12 +483,100 @@ static void test_fast_matches_jansson_random(void **state)
     assert_true(t.send_ok > 1000 && t.read_ok > 1000 && t.args_refused > 1000);
 }
 
+/* ---- the acks ---- */
+
+/* What the jansson path sent for these acks before the fast path: the ok
+ * reply updated with the op's fields, dumped compactly (as fb_conn_reply
+ * and fb_ws_enc_json do). */
+static char *ack_oracle(json_t *id, json_t *fields)
+{
+    json_t *o = fb_proto_ok(id);
+    json_object_update(o, fields);
+    json_decref(fields);
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+static void same_text(const char *what, const char *got, size_t n, const char *want)
+{
+    if (n != strlen(want) || memcmp(got, want, n) != 0)
+        fail_msg("%s: fast \"%.*s\", jansson \"%s\"", what, (int)n, got, want);
+}
+
+/* Both acks for these values: the fast text, the jansson encoder and the
+ * oracle agree, and so do the WebSocket frames made of them. */
+static void check_acks(fb_ws_enc_t *enc, int64_t id, int64_t room, int64_t seq, int64_t ts,
+                       bool dup)
+{
+    json_t *jid = json_integer(id);
+    char got[FB_ACK_JSON_MAX];
+    size_t n = fb_proto_send_ack_json(got, id, room, seq, ts, dup);
+    char *want =
+        ack_oracle(jid, json_pack("{s:I,s:I,s:I,s:b}", "room", (json_int_t)room, "seq",
+                                  (json_int_t)seq, "ts", (json_int_t)ts, "duplicate", dup));
+    same_text("send ack", got, n, want);
+    json_t *ack = fb_proto_send_ack(jid, room, seq, ts, dup);
+    fb_buf_t a = {0}, b = {0};
+    fb_proto_dump(ack, &a);
+    same_text("fb_proto_send_ack", a.data, a.len, want);
+    fb_buf_reset(&a);
+    fb_ws_enc_json(enc, &a, ack);
+    fb_ws_enc_text(enc, &b, got, n);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.data, b.data, a.len);
+    json_decref(ack);
+    free(want);
+
+    n = fb_proto_read_ack_json(got, id, room, seq);
+    want = ack_oracle(
+        jid, json_pack("{s:I,s:I}", "room", (json_int_t)room, "read_seq", (json_int_t)seq));
+    same_text("read ack", got, n, want);
+    ack = fb_proto_read_ack(jid, room, seq);
+    fb_buf_reset(&a);
+    fb_proto_dump(ack, &a);
+    same_text("fb_proto_read_ack", a.data, a.len, want);
+    json_decref(ack);
+    free(want);
+    fb_buf_free(&a);
+    fb_buf_free(&b);
+    json_decref(jid);
+}
+
+/* A random int64 of random magnitude and sign. */
+static int64_t rnd_int(void)
+{
+    uint64_t u = rnd() >> rnd_below(64);
+    return chance(20) ? (int64_t)(0 - u) : (int64_t)(u >> 1);
+}
+
+static void test_acks_match_jansson(void **state)
+{
+    char got[FB_ACK_JSON_MAX];
+    size_t n = fb_proto_send_ack_json(got, 7, 12, 41, 1764060000000, false);
+    same_text("protocol.md's example", got, n,
+              "{\"id\":7,\"ok\":true,\"room\":12,\"seq\":41,\"ts\":1764060000000,"
+              "\"duplicate\":false}");
+    fb_ws_enc_t *enc = fb_ws_enc_new();
+    const int64_t vals[] = {
+        0, 1, -1, 9, 10, 99, 100, (int64_t)1 << 53, 1234567890123LL, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < FB_ARRAY_LEN(vals); i++)
+        for (size_t j = 0; j < FB_ARRAY_LEN(vals); j++)
+            for (int dup = 0; dup < 2; dup++)
+                check_acks(enc, vals[i], vals[j], vals[(i + j) % FB_ARRAY_LEN(vals)],
+                           vals[(i * 7 + j) % FB_ARRAY_LEN(vals)], dup);
+    for (int i = 0; i < 20000; i++)
+        check_acks(enc, rnd_int(), rnd_int(), rnd_int(), rnd_int(), chance(50));
+    fb_ws_enc_free(enc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_accepts_the_common_shape),
         cmocka_unit_test(test_fast_declines_the_rest),
         cmocka_unit_test(test_fast_matches_jansson_random),
+        cmocka_unit_test(test_acks_match_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
