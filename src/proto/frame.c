@@ -114,10 +114,8 @@ static field_t field_get(fb_req_t *req, const char *key)
         for (int i = 0; i < req->n_fast; i++) {
             const fb_req_field_t *x = &req->fast_fields[i];
             if (strcmp(x->key, key) != 0) continue;
-            if (x->str)
-                f = (field_t){F_STR, 0, x->str, x->len};
-            else
-                f = (field_t){F_INT, x->num, NULL, 0};
+            if (x->str) return (field_t){F_STR, 0, x->str, x->len};
+            return (field_t){F_INT, x->num, NULL, 0};
         }
         return f;
     }

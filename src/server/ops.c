@@ -55,7 +55,7 @@ static int parse(fb_conn_t *c, fb_req_t *req, const char *data, size_t len)
     fb_buf_t *copy = &c->loop->frame_copy;
     fb_buf_reset(copy);
     fb_buf_reserve(copy, len + 1);
-    memcpy(copy->data, data, len);
+    if (len) memcpy(copy->data, data, len); /* an empty message may come as NULL */
     copy->data[len] = 0;
     if (fb_req_parse_fast(req, copy->data, len)) {
         atomic_fetch_add_explicit(&c->loop->stats.fast_requests, 1, memory_order_relaxed);
