@@ -104,6 +104,12 @@ void fb_buf_free(fb_buf_t *b);
 
 /* ---- text --------------------------------------------------------------*/
 void fb_hex_encode(const uint8_t *in, size_t n, char *out /* 2n+1 */);
+/* Length of the valid UTF-8 sequence at s, or 0 when it is not one. Valid as
+ * jansson's utf8_check_full judges it (no overlong form, no surrogate,
+ * nothing above U+10FFFF), so that a fast path that checks with this never
+ * accepts what jansson refuses. Reads at most up to the first byte that is
+ * not a continuation byte: a NUL after the text stops it. */
+size_t fb_utf8_seq(const char *s);
 
 #define FB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define FB_MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -60,9 +60,35 @@ int fb_req_parse(fb_req_t *req, const char *data, size_t len)
 
 void fb_req_free(fb_req_t *req)
 {
+    if (req->fast) json_decref(req->id); /* made by fb_req_id, else borrowed from obj */
     json_decref(req->obj);
     req->obj = NULL;
     req->id = NULL;
+}
+
+json_t *fb_req_id(fb_req_t *req)
+{
+    if (req->fast && !req->id) req->id = json_integer(req->fast_id);
+    return req->id;
+}
+
+fb_reqid_t fb_req_hold_id(fb_req_t *req)
+{
+    if (req->fast) return (fb_reqid_t){NULL, req->fast_id};
+    if (json_is_integer(req->id)) return (fb_reqid_t){NULL, json_integer_value(req->id)};
+    return (fb_reqid_t){json_incref(req->id), -1};
+}
+
+json_t *fb_reqid_json(fb_reqid_t *id)
+{
+    if (!id->json && id->num >= 0) id->json = json_integer(id->num);
+    return id->json;
+}
+
+void fb_reqid_release(fb_reqid_t *id)
+{
+    json_decref(id->json);
+    id->json = NULL;
 }
 
 static int field_missing(fb_req_t *req, const char *key, const char *type)
@@ -71,19 +97,50 @@ static int field_missing(fb_req_t *req, const char *key, const char *type)
     return FB_EBADREQ;
 }
 
+/* A field as the readers see it, whichever parser read the frame: that is
+ * what keeps one copy of every check for both. */
+enum { F_ABSENT, F_INT, F_STR, F_OTHER };
+typedef struct {
+    int type;
+    int64_t num;
+    const char *str; /* NUL-terminated, and may hold NULs before len */
+    size_t len;
+} field_t;
+
+static field_t field_get(fb_req_t *req, const char *key)
+{
+    field_t f = {F_ABSENT, 0, NULL, 0};
+    if (req->fast) {
+        for (int i = 0; i < req->n_fast; i++) {
+            const fb_req_field_t *x = &req->fast_fields[i];
+            if (strcmp(x->key, key) != 0) continue;
+            if (x->str) return (field_t){F_STR, 0, x->str, x->len};
+            return (field_t){F_INT, x->num, NULL, 0};
+        }
+        return f;
+    }
+    json_t *v = json_object_get(req->obj, key);
+    if (json_is_integer(v))
+        f = (field_t){F_INT, json_integer_value(v), NULL, 0};
+    else if (json_is_string(v))
+        f = (field_t){F_STR, 0, json_string_value(v), json_string_length(v)};
+    else if (v)
+        f.type = F_OTHER;
+    return f;
+}
+
 int fb_req_int(fb_req_t *req, const char *key, bool required, int64_t min, int64_t max,
                int64_t *out)
 {
-    json_t *v = json_object_get(req->obj, key);
-    if (!v && !required) return 0;
-    if (!json_is_integer(v)) return field_missing(req, key, "an integer");
-    int64_t x = json_integer_value(v);
-    if (x < min || x > max) {
+    field_t v = field_get(req, key);
+    if (v.type == F_ABSENT && !required) return 0;
+    if (v.type != F_INT) return field_missing(req, key, "an integer");
+    if (v.num < min || v.num > max) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must be between %lld and %lld", key,
                  (long long)min, (long long)max);
         return FB_EINVAL;
     }
-    *out = x;
+    *out = v.num;
     return 0;
 }
 
@@ -95,32 +152,31 @@ int fb_req_id_field(fb_req_t *req, const char *key, bool required, int64_t *out)
 int fb_req_str(fb_req_t *req, const char *key, bool required, size_t min_bytes,
                size_t max_bytes, const char **out, size_t *len)
 {
-    json_t *v = json_object_get(req->obj, key);
-    if (!v && !required) return 0;
-    if (!json_is_string(v)) return field_missing(req, key, "a string");
-    size_t n = json_string_length(v);
-    if (n < min_bytes || n > max_bytes) {
+    field_t v = field_get(req, key);
+    if (v.type == F_ABSENT && !required) return 0;
+    if (v.type != F_STR) return field_missing(req, key, "a string");
+    if (v.len < min_bytes || v.len > max_bytes) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must be %zu to %zu bytes", key, min_bytes,
                  max_bytes);
         return FB_EINVAL; /* callers turn it into too_large where that is documented */
     }
-    if (has_nul(v)) {
+    if (memchr(v.str, 0, v.len)) {
         snprintf(req->msg, sizeof req->msg, "\"%s\" must not contain NUL", key);
         return FB_EINVAL;
     }
-    *out = json_string_value(v);
-    if (len) *len = n;
+    *out = v.str;
+    if (len) *len = v.len;
     return 0;
 }
 
 int fb_req_text(fb_req_t *req, const char *key, size_t max_bytes, const char **out, size_t *len)
 {
     int rc = fb_req_str(req, key, true, 1, max_bytes, out, len);
-    json_t *v = json_object_get(req->obj, key);
-    if (rc == FB_EINVAL && json_string_length(v) > max_bytes) rc = FB_ETOOBIG;
+    if (rc == FB_EINVAL && field_get(req, key).len > max_bytes) rc = FB_ETOOBIG;
     return rc;
 }
 
+/* Arrays are never in a fast request: there, every array is absent. */
 int fb_req_names(fb_req_t *req, const char *key, bool required, size_t max, const char ***out,
                  size_t *n)
 {
@@ -195,6 +251,14 @@ bool fb_valid_label(const char *s, size_t max_bytes)
 json_t *fb_proto_ok(json_t *id)
 {
     return json_pack("{s:O,s:b}", "id", id ? id : json_null(), "ok", 1);
+}
+
+json_t *fb_proto_reply(json_t *id, json_t *fields)
+{
+    json_t *o = fb_proto_ok(id);
+    if (fields) json_object_update(o, fields);
+    json_decref(fields);
+    return o;
 }
 
 json_t *fb_proto_error(json_t *id, int err, const char *detail)

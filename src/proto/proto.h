@@ -21,19 +21,59 @@
 #define FB_CMID_MAX 64
 #define FB_ID_STR_MAX 64
 
-/* A parsed request: the whole object, its id (borrowed from obj; NULL when
- * unusable) and its op. On a parse failure, err/msg say why. */
+/* A field of a frame read by fb_req_parse_fast: a string (NUL-terminated in
+ * the frame's buffer) or an integer. */
+typedef struct {
+    const char *key; /* a static string */
+    const char *str; /* NULL: the field is the integer num */
+    size_t len;
+    int64_t num;
+} fb_req_field_t;
+
+#define FB_REQ_FAST_MAX 5 /* fields of the largest request fb_req_parse_fast reads (send) */
+
+/* A parsed request. From fb_req_parse: the whole object, its id (borrowed
+ * from obj; NULL when unusable) and its op. From fb_req_parse_fast: no
+ * object; the fields are in fast_fields and the id is the integer fast_id,
+ * made a json_t only if fb_req_id is asked for it. The field readers below
+ * read both kinds alike. On a parse failure, msg says why. */
 typedef struct {
     json_t *obj;
-    json_t *id;
+    json_t *id; /* read it through fb_req_id, which works for both kinds */
     const char *op;
+    bool fast;
+    int64_t fast_id;
+    fb_req_field_t fast_fields[FB_REQ_FAST_MAX];
+    int n_fast;
     char msg[160]; /* human detail of the last validation error */
 } fb_req_t;
 
 /* Parses one text frame. Returns 0, or FB_EBADREQ / FB_EUTF8 with req->msg set
  * (req->id is still set when the frame was an object with a usable id). */
 int fb_req_parse(fb_req_t *req, const char *data, size_t len);
+/* Reads the common shape of a send or read frame without jansson (see
+ * fastpath.c for what it accepts). true: req is filled, with values jansson
+ * would give, and fb_req_free must follow; false: it declined (req untouched),
+ * and fb_req_parse decides. buf holds len bytes and a NUL after them; the
+ * strings are cut out of it in place, so it must outlive req. */
+bool fb_req_parse_fast(fb_req_t *req, char *buf, size_t len);
 void fb_req_free(fb_req_t *req);
+/* The request's id for a jansson reply (NULL: none, echoed as null); for a
+ * fast request it is made here and freed with req. */
+json_t *fb_req_id(fb_req_t *req);
+
+/* A request id kept until the reply (a request waiting for the writer): an
+ * integer as a number, so that the common case holds no json_t, any other
+ * id by a reference. */
+typedef struct {
+    json_t *json; /* num < 0: the id (NULL: none); else NULL, or the same id once made */
+    int64_t num;  /* the integer id, or -1 */
+} fb_reqid_t;
+
+fb_reqid_t fb_req_hold_id(fb_req_t *req);
+/* The id as a json_t for a jansson reply (made on first use, kept in id). */
+json_t *fb_reqid_json(fb_reqid_t *id);
+void fb_reqid_release(fb_reqid_t *id);
 
 /* Field readers: 0, FB_EBADREQ (missing when required, or mistyped) or
  * FB_EINVAL (out of range), with req->msg naming the field. Optional
@@ -56,6 +96,8 @@ bool fb_valid_label(const char *s, size_t max_bytes); /* room / device names: no
 
 /* Encoders. All return new references. */
 json_t *fb_proto_ok(json_t *id);                                /* {"id":..,"ok":true} */
+/* Every ok reply: fb_proto_ok(id) updated with fields (stolen; may be NULL). */
+json_t *fb_proto_reply(json_t *id, json_t *fields);
 json_t *fb_proto_error(json_t *id, int err, const char *detail); /* detail may be NULL */
 json_t *fb_proto_user(int64_t id, const char *name);
 json_t *fb_proto_event(const fb_event_t *ev, int64_t unread); /* unread < 0: omitted */
@@ -71,6 +113,17 @@ const char *fb_proto_room_kind(int kind);
  * build the object with jansson instead, to get jansson's answer. */
 bool fb_push_text_json(fb_buf_t *out, const fb_event_t *ev, int64_t unread);
 bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *name, int64_t seq);
+
+/* The acks of a send and of a read (fastpath.c): by jansson for any id, as
+ * fb_proto_reply builds them; and for an integer id as JSON text written
+ * without jansson into out (FB_ACK_JSON_MAX bytes), byte for byte what
+ * fb_proto_dump writes of the former. The text encoders return its length. */
+#define FB_ACK_JSON_MAX 160
+json_t *fb_proto_send_ack(json_t *id, int64_t room, int64_t seq, int64_t ts, bool duplicate);
+json_t *fb_proto_read_ack(json_t *id, int64_t room, int64_t read_seq);
+size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, int64_t ts,
+                              bool duplicate);
+size_t fb_proto_read_ack_json(char *out, int64_t id, int64_t room, int64_t read_seq);
 
 /* Serialises obj compactly into out (appends). */
 void fb_proto_dump(json_t *obj, fb_buf_t *out);

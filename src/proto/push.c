@@ -11,35 +11,7 @@
 #include <string.h>
 
 #include "proto/proto.h"
-
-/* Length of the valid UTF-8 sequence at s (as jansson's utf8_check_full
- * judges it: no overlong form, no surrogate, nothing above U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return 0;
-    return n;
-}
+#include "proto/text.h"
 
 /* Writes s as a JSON string at p, which has room for 2 + 6 * strlen(s) bytes.
  * Returns the end, or NULL when s is not valid UTF-8. */
@@ -51,7 +23,7 @@ static char *put_str(char *p, const char *str)
     while (*s) {
         unsigned char c = *s;
         if (c >= 0x80) {
-            size_t n = utf8_seq(s);
+            size_t n = fb_utf8_seq((const char *)s);
             if (!n) return NULL;
             memcpy(p, s, n);
             p += n;
@@ -97,30 +69,6 @@ static char *put_str(char *p, const char *str)
     return p;
 }
 
-/* Writes v in decimal at p (room for 20 bytes). */
-static char *put_int(char *p, int64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    /* through the unsigned magnitude, so that INT64_MIN does not overflow */
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *p++ = '-';
-    while (n)
-        *p++ = tmp[--n];
-    return p;
-}
-
-static char *put_lit(char *p, const char *lit)
-{
-    size_t n = strlen(lit);
-    memcpy(p, lit, n);
-    return p + n;
-}
-
 /* Room for a JSON string of s. */
 static size_t str_room(const char *s)
 {
@@ -139,27 +87,27 @@ bool fb_push_text_json(fb_buf_t *out, const fb_event_t *ev, int64_t unread)
     /* the fixed text of the object is under 128 bytes; 7 integers of at most 20 */
     fb_buf_reserve(out, 128 + 7 * 20 + str_room(name) + str_room(cmid) + str_room(text));
     char *p = out->data + out->len;
-    p = put_lit(p, "{\"room\":");
-    p = put_int(p, ev->room_id);
-    p = put_lit(p, ",\"seq\":");
-    p = put_int(p, ev->seq);
-    p = put_lit(p, ",\"ts\":");
-    p = put_int(p, ev->ts_ms);
-    p = put_lit(p, ",\"type\":\"text\",\"from\":{\"id\":");
-    p = put_int(p, ev->actor_id);
-    p = put_lit(p, ",\"name\":");
+    p = fb_text_put_lit(p, "{\"room\":");
+    p = fb_text_put_int(p, ev->room_id);
+    p = fb_text_put_lit(p, ",\"seq\":");
+    p = fb_text_put_int(p, ev->seq);
+    p = fb_text_put_lit(p, ",\"ts\":");
+    p = fb_text_put_int(p, ev->ts_ms);
+    p = fb_text_put_lit(p, ",\"type\":\"text\",\"from\":{\"id\":");
+    p = fb_text_put_int(p, ev->actor_id);
+    p = fb_text_put_lit(p, ",\"name\":");
     if (!(p = put_str(p, name))) return false;
-    p = put_lit(p, "},\"device\":");
-    p = put_int(p, ev->actor_device);
-    p = put_lit(p, ",\"cmid\":");
+    p = fb_text_put_lit(p, "},\"device\":");
+    p = fb_text_put_int(p, ev->actor_device);
+    p = fb_text_put_lit(p, ",\"cmid\":");
     if (!(p = put_str(p, cmid))) return false;
-    p = put_lit(p, ",\"text\":");
+    p = fb_text_put_lit(p, ",\"text\":");
     if (!(p = put_str(p, text))) return false;
     if (unread >= 0) {
-        p = put_lit(p, ",\"unread\":");
-        p = put_int(p, unread);
+        p = fb_text_put_lit(p, ",\"unread\":");
+        p = fb_text_put_int(p, unread);
     }
-    p = put_lit(p, ",\"event\":\"msg\"}");
+    p = fb_text_put_lit(p, ",\"event\":\"msg\"}");
     out->len = (size_t)(p - out->data);
     return true;
 }
@@ -169,14 +117,14 @@ bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *na
     name = or_empty(name);
     fb_buf_reserve(out, 64 + 3 * 20 + str_room(name));
     char *p = out->data + out->len;
-    p = put_lit(p, "{\"event\":\"read\",\"room\":");
-    p = put_int(p, room);
-    p = put_lit(p, ",\"user\":{\"id\":");
-    p = put_int(p, user);
-    p = put_lit(p, ",\"name\":");
+    p = fb_text_put_lit(p, "{\"event\":\"read\",\"room\":");
+    p = fb_text_put_int(p, room);
+    p = fb_text_put_lit(p, ",\"user\":{\"id\":");
+    p = fb_text_put_int(p, user);
+    p = fb_text_put_lit(p, ",\"name\":");
     if (!(p = put_str(p, name))) return false;
-    p = put_lit(p, "},\"seq\":");
-    p = put_int(p, seq);
+    p = fb_text_put_lit(p, "},\"seq\":");
+    p = fb_text_put_int(p, seq);
     *p++ = '}';
     out->len = (size_t)(p - out->data);
     return true;

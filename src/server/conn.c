@@ -199,27 +199,39 @@ void fb_conn_flush_all(fb_loop_t *l)
     }
 }
 
+/* A frame was appended to out from `before` on: keep it, or drop it and
+ * close c when it crossed the output bound. */
+static void frame_queued(fb_conn_t *c, size_t before)
+{
+    if (over_bound(c, 0)) {
+        c->out.len = before;
+        slow_consumer(c);
+    } else {
+        mark_dirty(c);
+    }
+}
+
 void fb_conn_send_json(fb_conn_t *c, json_t *obj)
 {
     if (c->state == CONN_WS) {
         size_t before = c->out.len;
         fb_ws_enc_json(c->loop->enc, &c->out, obj);
-        if (over_bound(c, 0)) {
-            c->out.len = before;
-            slow_consumer(c);
-        } else {
-            mark_dirty(c);
-        }
+        frame_queued(c, before);
     }
     json_decref(obj);
 }
 
+void fb_conn_send_json_text(fb_conn_t *c, const char *json, size_t n)
+{
+    if (c->state != CONN_WS) return;
+    size_t before = c->out.len;
+    fb_ws_enc_text(c->loop->enc, &c->out, json, n);
+    frame_queued(c, before);
+}
+
 void fb_conn_reply(fb_conn_t *c, json_t *id, json_t *fields)
 {
-    json_t *o = fb_proto_ok(id);
-    if (fields) json_object_update(o, fields);
-    json_decref(fields);
-    fb_conn_send_json(c, o);
+    fb_conn_send_json(c, fb_proto_reply(id, fields));
 }
 
 void fb_conn_reply_error(fb_conn_t *c, json_t *id, int err, const char *detail)

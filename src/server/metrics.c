@@ -30,6 +30,8 @@ void fb_metrics_render(fb_server_t *s, fb_buf_t *b)
            SUM(accepted));
     metric(b, "firebreak_requests_total", "counter", "WebSocket requests received.",
            SUM(requests));
+    metric(b, "firebreak_fast_requests_total", "counter",
+           "Requests (send, read) read without jansson by the fast path.", SUM(fast_requests));
     metric(b, "firebreak_request_errors_total", "counter", "Error replies sent.",
            SUM(errors));
     metric(b, "firebreak_http_requests_total", "counter", "Plain HTTP requests served.",

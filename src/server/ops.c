@@ -46,11 +46,29 @@ const fb_op_t *fb_op_find(const char *name)
     return NULL;
 }
 
+/* The common shape of send and read is read without jansson
+ * (proto/fastpath.c), from a copy in which it cuts out its strings;
+ * anything else, or anything it doubts, is read by jansson. Both give the
+ * same fb_req_t to everything below. */
+static int parse(fb_conn_t *c, fb_req_t *req, const char *data, size_t len)
+{
+    fb_buf_t *copy = &c->loop->frame_copy;
+    fb_buf_reset(copy);
+    fb_buf_reserve(copy, len + 1);
+    if (len) memcpy(copy->data, data, len); /* an empty message may come as NULL */
+    copy->data[len] = 0;
+    if (fb_req_parse_fast(req, copy->data, len)) {
+        atomic_fetch_add_explicit(&c->loop->stats.fast_requests, 1, memory_order_relaxed);
+        return 0;
+    }
+    return fb_req_parse(req, data, len);
+}
+
 void fb_ops_dispatch(fb_conn_t *c, const char *data, size_t len)
 {
     fb_req_t req;
     atomic_fetch_add_explicit(&c->loop->stats.requests, 1, memory_order_relaxed);
-    int rc = fb_req_parse(&req, data, len);
+    int rc = parse(c, &req, data, len);
     if (rc) goto reply;
     const fb_op_t *op = fb_op_find(req.op);
     if (!op) {
@@ -67,11 +85,11 @@ void fb_ops_dispatch(fb_conn_t *c, const char *data, size_t len)
         rc = op->fn(c, &req);
     }
 reply:
-    if (rc) fb_conn_reply_error(c, req.id, rc, req.msg);
+    if (rc) fb_conn_reply_error(c, fb_req_id(&req), rc, req.msg);
     fb_req_free(&req);
 }
 
-fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http)
+fb_pending_t *fb_ops_submit(fb_conn_t *c, fb_reqid_t id, fb_wreq_t *r, fb_done_fn done, bool http)
 {
     if (c->loop->stopped_reading) {
         /* Shutting down: the writer may be gone. Retryable: nothing stored. */
@@ -79,12 +97,13 @@ fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn d
         r->err = FB_EUNAVAIL;
         snprintf(r->err_msg, sizeof r->err_msg, "the node is shutting down, retry");
         if (c->state != CONN_CLOSED) done(c, &refused, r);
+        fb_reqid_release(&refused.id);
         fb_wreq_free(r);
         return NULL;
     }
     fb_pending_t *p = fb_calloc(1, sizeof *p);
     p->conn = c;
-    p->id = json_incref(id);
+    p->id = id;
     p->done = done;
     p->http = http;
     c->refs++;
@@ -106,14 +125,14 @@ bool fb_ops_failed(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
     if (p->http)
         fb_http_respond_json(c, fb_http_status_of(r->err), fb_proto_error(NULL, r->err, r->err_msg));
     else
-        fb_conn_reply_error(c, p->id, r->err, r->err_msg);
+        fb_conn_reply_error(c, fb_reqid_json(&p->id), r->err, r->err_msg);
     return true;
 }
 
 void fb_ops_done_seq(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
     if (!fb_ops_failed(c, p, r))
-        fb_conn_reply(c, p->id, json_pack("{s:I}", "seq", (json_int_t)r->r_seq));
+        fb_conn_reply(c, fb_reqid_json(&p->id), json_pack("{s:I}", "seq", (json_int_t)r->r_seq));
 }
 
 void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b)
@@ -126,7 +145,7 @@ void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b)
             fb_conn_t *c = p->conn;
             c->pending--;
             if (c->state != CONN_CLOSED) p->done(c, p, r);
-            json_decref(p->id);
+            fb_reqid_release(&p->id);
             fb_free(p);
             fb_conn_unref(c);
         }

@@ -45,7 +45,7 @@ int fb_op_hello(fb_conn_t *c, fb_req_t *req)
     if (!rc) rc = fb_req_str(req, "token", false, 0, SIZE_MAX, &token, NULL);
     if (rc) return rc;
     if (version != FB_PROTOCOL_VERSION) {
-        fb_conn_reply_error(c, req->id, FB_EVERSION, "this server speaks protocol 1");
+        fb_conn_reply_error(c, fb_req_id(req), FB_EVERSION, "this server speaks protocol 1");
         fb_conn_ws_close(c, 4003, "unsupported protocol version");
         return 0;
     }
@@ -54,7 +54,7 @@ int fb_op_hello(fb_conn_t *c, fb_req_t *req)
     if (token && (rc = auth_token(c, token, &fields))) return rc;
     if (!fields) fields = json_object();
     json_object_set_new(fields, "protocol", json_integer(FB_PROTOCOL_VERSION));
-    fb_conn_reply(c, req->id, fields);
+    fb_conn_reply(c, fb_req_id(req), fields);
     return 0;
 }
 
@@ -64,13 +64,13 @@ int fb_op_auth(fb_conn_t *c, fb_req_t *req)
     json_t *fields;
     int rc = fb_req_str(req, "token", true, 0, SIZE_MAX, &token, NULL);
     if (!rc) rc = auth_token(c, token, &fields);
-    if (!rc) fb_conn_reply(c, req->id, fields);
+    if (!rc) fb_conn_reply(c, fb_req_id(req), fields);
     return rc;
 }
 
 int fb_op_ping(fb_conn_t *c, fb_req_t *req)
 {
-    fb_conn_reply(c, req->id, json_pack("{s:I}", "ts", (json_int_t)fb_now_ms()));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:I}", "ts", (json_int_t)fb_now_ms()));
     return 0;
 }
 
@@ -79,7 +79,7 @@ int fb_op_ping(fb_conn_t *c, fb_req_t *req)
 typedef struct {
     uv_work_t work;
     fb_conn_t *conn;
-    json_t *id;
+    fb_reqid_t id;
     bool http;
     bool is_register;
     char *password;
@@ -100,7 +100,7 @@ static void job_free(pw_job_t *j)
     if (j->pwhash) sodium_memzero(j->pwhash, strlen(j->pwhash));
     fb_free(j->pwhash);
     fb_free(j->dev_name);
-    json_decref(j->id);
+    fb_reqid_release(&j->id);
     fb_free(j);
 }
 
@@ -124,7 +124,7 @@ static void reply_fields(fb_conn_t *c, fb_pending_t *p, json_t *fields)
     if (p->http)
         fb_http_respond_json(c, 200, fields);
     else
-        fb_conn_reply(c, p->id, fields);
+        fb_conn_reply(c, fb_reqid_json(&p->id), fields);
 }
 
 static void done_logged_in(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
@@ -157,7 +157,7 @@ static void job_after(uv_work_t *w, int status)
         if (j->http)
             fb_http_respond_json(c, fb_http_status_of(rc), fb_proto_error(NULL, rc, NULL));
         else
-            fb_conn_reply_error(c, j->id, rc, NULL);
+            fb_conn_reply_error(c, fb_reqid_json(&j->id), rc, NULL);
         goto cleanup;
     }
     fb_wreq_t *r = fb_wreq_new(j->is_register ? FB_W_REGISTER : FB_W_LOGIN);
@@ -175,6 +175,7 @@ static void job_after(uv_work_t *w, int status)
         snprintf(r->user_name, sizeof r->user_name, "%s", j->name);
     }
     fb_pending_t *p = fb_ops_submit(c, j->id, r, done_logged_in, j->http);
+    j->id = (fb_reqid_t){NULL, -1}; /* the pending reply has it now */
     if (p) snprintf(p->token, sizeof p->token, "%s", token);
     sodium_memzero(token, sizeof token);
 cleanup:
@@ -208,7 +209,7 @@ static int start_job(fb_conn_t *c, fb_req_t *req, bool http, bool is_register)
     pw_job_t *j = fb_calloc(1, sizeof *j);
     j->work.data = j;
     j->conn = c;
-    j->id = json_incref(req->id);
+    j->id = fb_req_hold_id(req);
     j->http = http;
     j->is_register = is_register;
     j->password = fb_strndup(password, pwlen);
@@ -255,7 +256,7 @@ int fb_ops_register(fb_conn_t *c, fb_req_t *req, bool http)
 
 static void done_logout(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
 {
-    if (!fb_ops_failed(c, p, r)) fb_conn_reply(c, p->id, NULL);
+    if (!fb_ops_failed(c, p, r)) fb_conn_reply(c, fb_reqid_json(&p->id), NULL);
 }
 
 int fb_op_logout(fb_conn_t *c, fb_req_t *req)
@@ -265,7 +266,7 @@ int fb_op_logout(fb_conn_t *c, fb_req_t *req)
     if (rc) return rc;
     fb_wreq_t *r = fb_wreq_new(FB_W_LOGOUT);
     r->arg_device = device;
-    fb_ops_submit(c, req->id, r, done_logout, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, done_logout, false);
     return 0;
 }
 
@@ -284,6 +285,6 @@ int fb_op_devices(fb_conn_t *c, fb_req_t *req)
                                              (json_int_t)ds[i].expires_ms, "current",
                                              ds[i].id == c->device_id));
     fb_devices_free(ds, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o}", "devices", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o}", "devices", arr));
     return 0;
 }

@@ -58,7 +58,7 @@ static void done_room(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r)
                          r->op == FB_W_GROUP && r->name ? r->name : "");
         if (r->r_seq > 0) json_object_set_new(room, "last_seq", json_integer(r->r_seq));
     }
-    fb_conn_reply(c, p->id, json_pack("{s:o}", "room", room));
+    fb_conn_reply(c, fb_reqid_json(&p->id), json_pack("{s:o}", "room", room));
 }
 
 static int name_arg(fb_req_t *req, const char *key, bool required, const char **out)
@@ -95,7 +95,7 @@ int fb_op_direct(fb_conn_t *c, fb_req_t *req)
     if (rc) return rc;
     fb_wreq_t *r = fb_wreq_new(FB_W_DIRECT);
     r->name = fb_strdup(user);
-    fb_ops_submit(c, req->id, r, done_room, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, done_room, false);
     return 0;
 }
 
@@ -111,7 +111,7 @@ int fb_op_create_group(fb_conn_t *c, fb_req_t *req)
     r->name = fb_strdup(name);
     take_names(r, names, n);
     fb_free(names);
-    fb_ops_submit(c, req->id, r, done_room, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, done_room, false);
     return 0;
 }
 
@@ -128,7 +128,7 @@ int fb_op_invite(fb_conn_t *c, fb_req_t *req)
     r->room_id = room;
     take_names(r, names, n);
     fb_free(names);
-    fb_ops_submit(c, req->id, r, fb_ops_done_seq, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, fb_ops_done_seq, false);
     return 0;
 }
 
@@ -139,7 +139,7 @@ int fb_op_leave(fb_conn_t *c, fb_req_t *req)
     if (rc) return rc;
     fb_wreq_t *r = fb_wreq_new(FB_W_LEAVE);
     r->room_id = room;
-    fb_ops_submit(c, req->id, r, fb_ops_done_seq, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, fb_ops_done_seq, false);
     return 0;
 }
 
@@ -153,7 +153,7 @@ int fb_op_kick(fb_conn_t *c, fb_req_t *req)
     fb_wreq_t *r = fb_wreq_new(FB_W_KICK);
     r->room_id = room;
     r->name = fb_strdup(user);
-    fb_ops_submit(c, req->id, r, fb_ops_done_seq, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, fb_ops_done_seq, false);
     return 0;
 }
 
@@ -167,7 +167,7 @@ int fb_op_rename(fb_conn_t *c, fb_req_t *req)
     fb_wreq_t *r = fb_wreq_new(FB_W_RENAME);
     r->room_id = room;
     r->name = fb_strdup(name);
-    fb_ops_submit(c, req->id, r, fb_ops_done_seq, false);
+    fb_ops_submit(c, fb_req_hold_id(req), r, fb_ops_done_seq, false);
     return 0;
 }
 
@@ -181,7 +181,7 @@ int fb_op_rooms(fb_conn_t *c, fb_req_t *req)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, summary_json(c->loop->reader, &rs[i], c->user_id));
     fb_room_summaries_free(rs, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o}", "rooms", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o}", "rooms", arr));
     return 0;
 }
 
@@ -201,6 +201,6 @@ int fb_op_room(fb_conn_t *c, fb_req_t *req)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(arr, fb_proto_member(&ms[i]));
     fb_members_free(ms, n);
-    fb_conn_reply(c, req->id, json_pack("{s:o,s:o}", "room", summary, "members", arr));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o,s:o}", "room", summary, "members", arr));
     return 0;
 }

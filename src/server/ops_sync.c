@@ -133,7 +133,7 @@ fail:
         json_decref(rooms);
         return rc;
     }
-    fb_conn_reply(c, req->id, json_pack("{s:o,s:b}", "rooms", rooms, "more", more));
+    fb_conn_reply(c, fb_req_id(req), json_pack("{s:o,s:b}", "rooms", rooms, "more", more));
     return 0;
 }
 
@@ -158,8 +158,9 @@ int fb_op_history(fb_conn_t *c, fb_req_t *req)
     if (rc) goto cleanup;
     size_t bytes = 0;
     bool more = ne && evs[0].seq > me.joined_seq;
-    fb_conn_reply(c, req->id, json_pack("{s:I,s:o,s:b}", "room", (json_int_t)room_id, "events",
-                                        events_json(evs, ne, ms, nm, &bytes), "more", more));
+    fb_conn_reply(c, fb_req_id(req),
+                  json_pack("{s:I,s:o,s:b}", "room", (json_int_t)room_id, "events",
+                            events_json(evs, ne, ms, nm, &bytes), "more", more));
 cleanup:
     fb_store_commit(rd);
     fb_member_clear(&me);

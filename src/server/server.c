@@ -250,6 +250,7 @@ static void loop_free(fb_loop_t *l)
     uv_loop_close(&l->loop);
     if (l->reader) fb_store_close(l->reader);
     fb_ws_enc_free(l->enc);
+    fb_buf_free(&l->frame_copy);
     fb_map_free(&l->users);
     fb_free(l);
 }

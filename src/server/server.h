@@ -25,7 +25,7 @@ typedef struct fb_conn fb_conn_t;
 
 typedef struct {
     atomic_uint_fast64_t accepted, closed, requests, errors, pushes, push_bytes, slow_closes,
-        bad_frames, http_requests, logins, login_failures;
+        bad_frames, http_requests, logins, login_failures, fast_requests;
 } fb_loop_stats_t;
 
 struct fb_loop {
@@ -50,6 +50,7 @@ struct fb_loop {
     fb_conn_t *all;      /* every open connection */
     fb_conn_t *hs_head, *hs_tail; /* connections in handshake, oldest first */
     char readbuf[65536]; /* shared by every connection of the loop */
+    fb_buf_t frame_copy; /* a request being read by the fast path (ops.c): up to max_frame_bytes */
     atomic_int open_conns;
     fb_loop_stats_t stats;
 };
@@ -131,6 +132,7 @@ void fb_conn_ws_close(fb_conn_t *c, int code, const char *reason); /* close fram
 /* Queues bytes already framed (a shared push frame) */
 void fb_conn_write_raw(fb_conn_t *c, const char *p, size_t n);
 void fb_conn_send_json(fb_conn_t *c, json_t *obj);         /* steals obj; WS frame */
+void fb_conn_send_json_text(fb_conn_t *c, const char *json, size_t n); /* JSON text; WS frame */
 void fb_conn_reply(fb_conn_t *c, json_t *id, json_t *fields); /* ok reply; steals fields (may be NULL) */
 void fb_conn_reply_error(fb_conn_t *c, json_t *id, int err, const char *detail);
 void fb_conn_flush_all(fb_loop_t *l);
@@ -162,15 +164,16 @@ typedef struct fb_pending fb_pending_t;
 typedef void (*fb_done_fn)(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r);
 struct fb_pending {
     fb_conn_t *conn;
-    json_t *id;
+    fb_reqid_t id; /* replies take it through fb_reqid_json */
     fb_done_fn done;
     bool http; /* reply as an HTTP response instead of a frame */
     char token[72];
 };
 
-/* Fills the caller fields of r and submits it with a pending reply; NULL
- * when the node is shutting down (then r was answered and freed). */
-fb_pending_t *fb_ops_submit(fb_conn_t *c, json_t *id, fb_wreq_t *r, fb_done_fn done, bool http);
+/* Fills the caller fields of r and submits it with a pending reply, which
+ * takes id over; NULL when the node is shutting down (then r was answered
+ * and freed). */
+fb_pending_t *fb_ops_submit(fb_conn_t *c, fb_reqid_t id, fb_wreq_t *r, fb_done_fn done, bool http);
 void fb_ops_loop_batch(fb_loop_t *l, fb_wbatch_t *b);
 /* Account ops callable from HTTP too: body parsed as a request. */
 int fb_ops_login(fb_conn_t *c, fb_req_t *req, bool http);
@@ -194,6 +197,16 @@ int fb_op_send(fb_conn_t *c, fb_req_t *req);
 int fb_op_read(fb_conn_t *c, fb_req_t *req);
 int fb_op_sync(fb_conn_t *c, fb_req_t *req);
 int fb_op_history(fb_conn_t *c, fb_req_t *req);
+/* The fields of a send and of a read, read and checked: one copy for
+ * requests parsed by jansson and by the fast path (tests/unit/test_proto.c
+ * compares the two through these). 0 or an error with req->msg. */
+typedef struct {
+    int64_t room;
+    const char *cmid, *text; /* borrowed from req */
+    size_t text_len;
+} fb_send_args_t;
+int fb_ops_send_args(fb_req_t *req, size_t max_text_bytes, fb_send_args_t *a);
+int fb_ops_read_args(fb_req_t *req, int64_t *room, int64_t *seq);
 /* Replies r's error, or calls nothing and returns false when r succeeded. */
 bool fb_ops_failed(fb_conn_t *c, fb_pending_t *p, fb_wreq_t *r);
 /* done() of the ops whose reply is just {"seq": r_seq}. */

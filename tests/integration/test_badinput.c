@@ -1,6 +1,8 @@
 /* Protocol tests with bad input against a real node: every malformed, oversized,
  * out-of-order or unauthorised request gets its documented error or close code,
  * nothing of it is stored, and a well-behaved pair of clients keeps chatting.
+ * Also: sends and reads answered the same, byte for byte, whether the node
+ * read them on its fast path or with jansson.
  * SPDX-License-Identifier: MIT */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -937,6 +939,142 @@ static void test_nul_in_strings(void **state)
     finish(fx);
 }
 
+/* The next reply's exact bytes (malloc'd), skipping pushed events. */
+static char *raw_reply_bytes(raw_t *r, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (int guard = 0; guard < 1000; guard++) {
+        char *p;
+        size_t n;
+        int op = raw_next_frame(r, &p, &n, (int)FB_MAX(1, deadline - mono_ms()));
+        if (op != OP_TEXT) {
+            free(p);
+            return NULL;
+        }
+        json_t *j = json_loadb(p, n, 0, NULL);
+        bool reply = json_object_get(j, "id") != NULL;
+        json_decref(j);
+        if (reply) return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* Sends frame and checks that the reply is exactly want (printf format;
+ * its last argument is the reply's ts, which only the reply knows). */
+#define EXPECT_ACK(r, frame, ...) expect_ack_(r, frame, __FILE__, __LINE__, __VA_ARGS__)
+static void expect_ack_(raw_t *r, const char *frame, const char *file, int line,
+                        const char *want_fmt, ...)
+{
+    raw_send_text(r, frame);
+    char *got = raw_reply_bytes(r, IO_MS);
+    json_t *j = got ? json_loads(got, 0, NULL) : NULL;
+    int64_t ts = json_integer_value(json_object_get(j, "ts"));
+    json_decref(j);
+    char want[512];
+    va_list ap;
+    va_start(ap, want_fmt);
+    vsnprintf(want, sizeof want, want_fmt, ap);
+    va_end(ap);
+    char *ts_at = strstr(want, "\"ts\":TS");
+    if (ts_at) { /* put the reply's ts in */
+        char rest[256];
+        snprintf(rest, sizeof rest, "%s", ts_at + 7);
+        snprintf(ts_at, sizeof want - (size_t)(ts_at - want), "\"ts\":%lld%s", (long long)ts, rest);
+    }
+    if (!got || strcmp(got, want) != 0) {
+        print_error("%s:%d: %.200s\n  expected %s\n  got      %s\n", file, line, frame, want,
+                    got ? got : "(no reply)");
+        free(got);
+        _fail(file, line);
+    }
+    free(got);
+}
+
+/* Sends and reads of the common shape take the fast path (no jansson), others
+ * jansson's; the clients cannot tell: the same acks byte for byte, the same
+ * errors, the same stored texts. */
+static void test_fast_and_slow_paths(void **state)
+{
+    fx_t *fx = begin(state);
+    raw_t *r = &fx->raw[0];
+    json_decref(raw_session(r, fx->node.addr, "mallory", true));
+    long long room = (long long)new_group(r);
+    char f[512];
+    double fast0 = metric(fx->node.addr, "firebreak_fast_requests_total");
+    assert_true(fast0 >= 0);
+
+    /* 1. fast: the common shape, with text beyond ASCII */
+    snprintf(f, sizeof f,
+             "{\"id\":101,\"op\":\"send\",\"room\":%lld,\"cmid\":\"fast-1\","
+             "\"text\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 / \x7f\"}",
+             room);
+    EXPECT_ACK(r, f,
+               "{\"id\":101,\"ok\":true,\"room\":%lld,\"seq\":2,\"ts\":TS,"
+               "\"duplicate\":false}",
+               room);
+    /* 2. jansson: escapes in the text (and keys in another order) */
+    snprintf(f, sizeof f,
+             "{\"op\":\"send\",\"text\":\"say \\\"hi\\\"\\n\\u00e9\",\"id\":102,"
+             "\"cmid\":\"slow-1\",\"room\":%lld}",
+             room);
+    EXPECT_ACK(r, f,
+               "{\"id\":102,\"ok\":true,\"room\":%lld,\"seq\":3,\"ts\":TS,"
+               "\"duplicate\":false}",
+               room);
+    /* 3. jansson: a string id, echoed as one */
+    snprintf(f, sizeof f,
+             "{\"id\":\"s-103\",\"op\":\"send\",\"room\":%lld,\"cmid\":\"slow-2\","
+             "\"text\":\"x\"}",
+             room);
+    EXPECT_ACK(r, f,
+               "{\"id\":\"s-103\",\"ok\":true,\"room\":%lld,\"seq\":4,\"ts\":TS,"
+               "\"duplicate\":false}",
+               room);
+    /* 4. fast: a retry of 1 answers with the original */
+    snprintf(f, sizeof f,
+             " { \"id\" : 104 , \"op\" : \"send\" , \"room\" : %lld , \"cmid\" : \"fast-1\" ,"
+             "\n\"text\" : \"caf\xc3\xa9 \xf0\x9f\x98\x80 / \x7f\" } ",
+             room);
+    EXPECT_ACK(r, f,
+               "{\"id\":104,\"ok\":true,\"room\":%lld,\"seq\":2,\"ts\":TS,"
+               "\"duplicate\":true}",
+               room);
+    /* 5. fast and 6. jansson (an extra key): reads; her own sends already
+     * moved mallory's marker to 4, and it never moves back */
+    snprintf(f, sizeof f, "{\"id\":105,\"op\":\"read\",\"room\":%lld,\"seq\":3}", room);
+    EXPECT_ACK(r, f, "{\"id\":105,\"ok\":true,\"room\":%lld,\"read_seq\":4}", room);
+    snprintf(f, sizeof f, "{\"id\":106,\"op\":\"read\",\"room\":%lld,\"seq\":4,\"x\":1}", room);
+    EXPECT_ACK(r, f, "{\"id\":106,\"ok\":true,\"room\":%lld,\"read_seq\":4}", room);
+    /* 7, 8. fast: refused by the op's checks, then by the writer; ids kept */
+    snprintf(f, sizeof f,
+             "{\"id\":107,\"op\":\"send\",\"room\":%lld,\"cmid\":\"a b\",\"text\":\"x\"}", room);
+    EXPECT_ERR(r, f, "invalid_argument");
+    snprintf(f, sizeof f,
+             "{\"id\":108,\"op\":\"send\",\"room\":%lld,\"cmid\":\"nm\",\"text\":\"x\"}",
+             (long long)fx->room);
+    EXPECT_ERR(r, f, "not_member");
+    /* frames 1, 4, 5, 7 and 8 took the fast path; 2, 3 and 6 did not */
+    assert_int_equal((int)(metric(fx->node.addr, "firebreak_fast_requests_total") - fast0), 5);
+
+    /* what is stored is what was sent, by either path */
+    snprintf(f, sizeof f, "{\"id\":109,\"op\":\"history\",\"room\":%lld}", room);
+    json_t *hist = EXPECT_OK(r, f);
+    json_t *evs = json_object_get(hist, "events");
+    assert_int_equal(json_array_size(evs), 4); /* the create event and three messages */
+    static const char *const cmids[] = {"fast-1", "slow-1", "slow-2"};
+    static const char *const texts[] = {"caf\xc3\xa9 \xf0\x9f\x98\x80 / \x7f",
+                                        "say \"hi\"\n\xc3\xa9", "x"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ev = json_array_get(evs, i + 1);
+        assert_string_equal(json_string_value(json_object_get(ev, "cmid")), cmids[i]);
+        assert_string_equal(json_string_value(json_object_get(ev, "text")), texts[i]);
+    }
+    json_decref(hist);
+    raw_close(r);
+    finish(fx);
+}
+
 static void test_membership(void **state)
 {
     fx_t *fx = begin(state);
@@ -1560,6 +1698,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_text_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_utf8_and_binary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nul_in_strings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_and_slow_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_membership, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_cursors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),

@@ -1,6 +1,7 @@
 /* Unit tests of the foundations: the int64 hash map, the MPSC queue (one thread and
  * four producers), byte buffers, the error table, allocator accounting, configuration
- * parsing, password and token hashing, and per-message unread counts.
+ * parsing, password and token hashing, per-message unread counts, and the UTF-8
+ * check that fast paths share with jansson.
  * SPDX-License-Identifier: MIT */
 #include <stdarg.h>
 #include <stddef.h>
@@ -957,6 +958,47 @@ static void test_unread_for(void **state)
     }
 }
 
+/* fb_utf8_seq answers as jansson does: a sequence it calls valid loads as a
+ * JSON string, any other does not. Every first and second byte; the third
+ * and fourth (where the first byte announces them) over the bytes where the
+ * rules change: the ends of the continuation ranges, ASCII, NUL. */
+static void check_utf8_seq(const unsigned char *b, size_t *valid)
+{
+    char s[5] = {(char)b[0], (char)b[1], (char)b[2], (char)b[3], 0};
+    size_t n = fb_utf8_seq(s);
+    /* jansson takes the bytes the first byte announces (at least one) */
+    size_t len = n ? n : b[0] < 0xc0 ? 1 : b[0] < 0xe0 ? 2 : b[0] < 0xf0 ? 3 : 4;
+    char json[8] = {'"'};
+    memcpy(json + 1, s, len);
+    json[len + 1] = '"';
+    json_t *j = json_loadb(json, len + 2, JSON_DECODE_ANY, NULL);
+    if ((n > 0) != (j != NULL))
+        fail_msg("%02x %02x %02x %02x: fb_utf8_seq %zu, jansson %s", b[0], b[1], b[2], b[3], n,
+                 j ? "accepts" : "refuses");
+    json_decref(j);
+    *valid += n > 1;
+}
+
+static void test_utf8_seq_matches_jansson(void **state)
+{
+    static const unsigned char tail[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90,
+                                         0x9f, 0xa0, 0xbf, 0xc0, 0xff};
+    size_t valid = 0;
+    /* controls, '"' and '\\' are refused or read by jansson for other reasons */
+    for (int b0 = 0x20; b0 < 256; b0++) {
+        if (b0 == '"' || b0 == '\\') continue;
+        size_t n2 = b0 >= 0xe0 ? sizeof tail : 1, n3 = b0 >= 0xf0 ? sizeof tail : 1;
+        for (int b1 = 0; b1 < 256; b1++)
+            for (size_t i2 = 0; i2 < n2; i2++)
+                for (size_t i3 = 0; i3 < n3; i3++) {
+                    unsigned char b[4] = {(unsigned char)b0, (unsigned char)b1,
+                                          n2 > 1 ? tail[i2] : 0x80, n3 > 1 ? tail[i3] : 0x80};
+                    check_utf8_seq(b, &valid);
+                }
+    }
+    assert_true(valid > 10000); /* the valid side was reached too */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -977,6 +1019,7 @@ int main(void)
         cmocka_unit_test(test_auth_password),
         cmocka_unit_test(test_auth_tokens),
         cmocka_unit_test(test_unread_for),
+        cmocka_unit_test(test_utf8_seq_matches_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
