@@ -69,7 +69,7 @@ FIGURES = {
     ],
     "kakao": [
         ("acked msg/s", ("acked_per_s",), f0, ("echo", "msgs_per_s")),
-        ("deliveries/s", ("deliveries_per_s",), f0, None),
+        ("deliveries/s", ("deliveries_per_s",), f0, ("fanout_single", "deliveries_per_s")),
         ("send->delivery p50 ms", ("send_to_delivery_ms", "p50"), f2, None),
         ("send->delivery p99 ms", ("send_to_delivery_ms", "p99"), f2, None),
         ("send->delivery p99.9 ms", ("send_to_delivery_ms", "p999"), f2, None),
@@ -89,6 +89,7 @@ LIMITS = [
     ("SQLite rows/s (batches of 1000, WAL, FULL)", ("sqlite", "rows_per_s")),
     ("loopback echo msg/s", ("echo", "msgs_per_s")),
     ("loopback fan-out deliveries/s", ("fanout", "deliveries_per_s")),
+    ("loopback fan-out deliveries/s, 1 per write", ("fanout_single", "deliveries_per_s")),
 ]
 
 

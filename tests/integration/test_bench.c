@@ -57,6 +57,33 @@ static void assert_clean(json_t *r)
     assert_true(jint(r, "receivers") > 0);
 }
 
+/* bench limits: every probe reports a rate; the fan-out runs twice, 16
+ * messages per write and one message per write. */
+static void test_limits(void **state)
+{
+    char dir[] = "/tmp/fb_limits_XXXXXX", cmd[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "%s bench limits --data-dir %s --duration 300ms --members 50 "
+             "--conns 10 --json -", fb_test_bin(), dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    json_error_t err;
+    json_t *r = json_loadf(p, 0, &err);
+    assert_int_equal(pclose(p), 0);
+    rmdir(dir);
+    assert_non_null(r);
+    const char *probe[] = {"fsync", "sqlite", "echo", "fanout", "fanout_single"};
+    const char *key[] = {"per_s", "rows_per_s", "msgs_per_s", "deliveries_per_s", "deliveries_per_s"};
+    for (int i = 0; i < 5; i++) {
+        json_t *v = json_object_get(json_object_get(r, probe[i]), key[i]);
+        if (!json_is_number(v) || json_number_value(v) <= 0)
+            fail_msg("bench limits: no %s.%s", probe[i], key[i]);
+    }
+    assert_int_equal(jint(json_object_get(r, "fanout"), "per_write"), 16);
+    assert_int_equal(jint(json_object_get(r, "fanout_single"), "per_write"), 1);
+    json_decref(r);
+}
+
 static void test_kakao_smoke(void **state)
 {
     fb_test_node_t n = {0};
@@ -175,6 +202,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kakao_smoke),
+        cmocka_unit_test(test_limits),
         cmocka_unit_test(test_procs_and_threads_agree),
         cmocka_unit_test(test_connections),
         cmocka_unit_test(test_dead_node_fails_the_run),
