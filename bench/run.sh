@@ -42,7 +42,7 @@ mkdir -p "$out" "$data_root"
 suite() {
   cat <<'SUITE'
 ingest        ingest --duration 10s
-ingest-room16 ingest --senders 16 --rooms 1 --members 16 --threads 2 --duration 10s
+ingest-room16 ingest --senders 16 --rooms 1 --members 16 --threads 2 --rate 60000 --duration 10s
 fanout        fanout --members 1000 --rate 1000 --duration 10s
 kakao-20k     kakao --rate 20000 --duration 10s
 kakao-5k      kakao --rate 5000 --duration 10s
