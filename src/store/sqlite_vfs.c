@@ -244,6 +244,12 @@ static int g_rc = SQLITE_ERROR;
 
 static void wc_register(void)
 {
+    /* SQLite counts its memory under one global mutex at every allocation
+     * unless told not to; the writer allocates per row, and the io loops'
+     * readers contend for the same mutex. Only possible before SQLite is
+     * initialised (sqlite3_vfs_find does that): a process that used SQLite
+     * before (a test) keeps the count, which changes nothing else. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     g_real = sqlite3_vfs_find(NULL);
     if (!g_real || g_real->iVersion < 2 || !g_real->xCurrentTimeInt64) return;
     g_vfs = (sqlite3_vfs){
