@@ -5,9 +5,13 @@
  * A message's states, and the only transitions allowed:
  *
  *   RECEIVED --(io loop validates, submits)--> QUEUED
- *   QUEUED --(writer: savepoint, append, seq = last_seq + 1)--> APPENDED
+ *   QUEUED --(writer: append, seq = last_seq + 1)--> APPENDED
+ *   QUEUED --(the store's checks refuse it: not a member)--> REJECTED (nothing appended)
  *   APPENDED --(COMMIT returned 0: WAL fsynced)--> COMMITTED
- *   APPENDED --(savepoint or COMMIT failed)--> REJECTED (error reply, nothing stored)
+ *   APPENDED --(COMMIT failed)--> REJECTED (error reply, nothing stored)
+ * A run of consecutive sends is appended by one fb_store_send_many, which
+ * checks each send before appending it; any other request runs under a
+ * savepoint of its own, rolled back when its handler fails.
  *   COMMITTED --(batch handed to the io loops)--> ACKED (sender) + PUSHED (members)
  *   PUSHED --(a member's read marker passes seq)--> READ
  *
