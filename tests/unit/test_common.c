@@ -25,18 +25,7 @@
 #include "common/mpsc.h"
 #include "server/config.h"
 
-/* A small deterministic PRNG (xorshift64*), so that a failure replays. */
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t rnd(void)
-{
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
+#include "common/rand.h"
 
 static void *tag(uintptr_t v)
 {

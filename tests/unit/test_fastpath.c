@@ -20,25 +20,10 @@
 #include "proto/proto.h"
 #include "server/server.h"
 
+#define FB_TEST_SEED 0x2545f4914f6cdd1dULL
+#include "common/rand.h"
+
 #define MAX_TEXT 48 /* max_text_bytes of these tests: long texts come up often */
-
-/* A small deterministic PRNG (xorshift64*), so that a failure replays. */
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
-
-static uint64_t rnd(void)
-{
-    uint64_t x = rng_state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    rng_state = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
-static size_t rnd_below(size_t n)
-{
-    return (size_t)(rnd() % n);
-}
 
 static bool chance(int percent)
 {
