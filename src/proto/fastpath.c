@@ -174,14 +174,20 @@ json_t *fb_proto_read_ack(json_t *id, int64_t room, int64_t read_seq)
         id, json_pack("{s:I,s:I}", "room", (json_int_t)room, "read_seq", (json_int_t)read_seq));
 }
 
-/* At most 6 + 20 + 10 + 8 + 20 + 7 + 20 + 6 + 20 + 18 + 1 = 136 bytes. */
-size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, int64_t ts,
-                              bool duplicate)
+/* The part both acks begin with: {"id":ID,"ok":true,"room":ROOM */
+static char *put_ok_room(char *out, int64_t id, int64_t room)
 {
     char *p = fb_text_put_lit(out, "{\"id\":");
     p = fb_text_put_int(p, id);
     p = fb_text_put_lit(p, ",\"ok\":true,\"room\":");
-    p = fb_text_put_int(p, room);
+    return fb_text_put_int(p, room);
+}
+
+/* At most 6 + 20 + 10 + 8 + 20 + 7 + 20 + 6 + 20 + 18 + 1 = 136 bytes. */
+size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, int64_t ts,
+                              bool duplicate)
+{
+    char *p = put_ok_room(out, id, room);
     p = fb_text_put_lit(p, ",\"seq\":");
     p = fb_text_put_int(p, seq);
     p = fb_text_put_lit(p, ",\"ts\":");
@@ -193,10 +199,7 @@ size_t fb_proto_send_ack_json(char *out, int64_t id, int64_t room, int64_t seq, 
 /* At most 6 + 20 + 10 + 8 + 20 + 12 + 20 + 1 = 97 bytes. */
 size_t fb_proto_read_ack_json(char *out, int64_t id, int64_t room, int64_t read_seq)
 {
-    char *p = fb_text_put_lit(out, "{\"id\":");
-    p = fb_text_put_int(p, id);
-    p = fb_text_put_lit(p, ",\"ok\":true,\"room\":");
-    p = fb_text_put_int(p, room);
+    char *p = put_ok_room(out, id, room);
     p = fb_text_put_lit(p, ",\"read_seq\":");
     p = fb_text_put_int(p, read_seq);
     *p++ = '}';
