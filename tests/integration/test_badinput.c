@@ -210,22 +210,37 @@ static int raw_next_frame(raw_t *r, char **payload, size_t *plen, int timeout_ms
     }
 }
 
-/* Next text frame as JSON (events and replies alike); NULL on close,
- * EOF or timeout. Pings are answered. */
-static json_t *raw_next_json(raw_t *r, int timeout_ms)
+/* Next text frame's bytes (malloc'd, *n long; events and replies alike);
+ * NULL on close, EOF or timeout. Pings are answered. */
+static char *raw_next_text(raw_t *r, size_t *n, int timeout_ms)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     for (int guard = 0; guard < 100000; guard++) {
         char *p;
-        size_t n;
-        int op = raw_next_frame(r, &p, &n, (int)FB_MAX(1, deadline - mono_ms()));
-        if (op == OP_CLOSE) r->close_code = n >= 2 ? ((uint8_t)p[0] << 8 | (uint8_t)p[1]) : 0;
+        int op = raw_next_frame(r, &p, n, (int)FB_MAX(1, deadline - mono_ms()));
+        if (op == OP_CLOSE) r->close_code = *n >= 2 ? ((uint8_t)p[0] << 8 | (uint8_t)p[1]) : 0;
         if (op < 0 || op == OP_CLOSE) {
             free(p);
             return NULL;
         }
-        if (op == OP_PING) raw_send_frame(r, OP_PONG, p, n);
-        json_t *j = op == OP_TEXT ? json_loadb(p, n, 0, NULL) : NULL;
+        if (op == OP_TEXT) return p;
+        if (op == OP_PING) raw_send_frame(r, OP_PONG, p, *n);
+        free(p);
+        if (mono_ms() >= deadline) return NULL;
+    }
+    return NULL;
+}
+
+/* Next text frame as JSON (events and replies alike); NULL on close,
+ * EOF or timeout. */
+static json_t *raw_next_json(raw_t *r, int timeout_ms)
+{
+    int64_t deadline = mono_ms() + timeout_ms;
+    for (int guard = 0; guard < 100000; guard++) {
+        size_t n;
+        char *p = raw_next_text(r, &n, (int)FB_MAX(1, deadline - mono_ms()));
+        if (!p) return NULL;
+        json_t *j = json_loadb(p, n, 0, NULL);
         free(p);
         if (j) return j;
         if (mono_ms() >= deadline) return NULL;
@@ -944,13 +959,9 @@ static char *raw_reply_bytes(raw_t *r, int timeout_ms)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     for (int guard = 0; guard < 1000; guard++) {
-        char *p;
         size_t n;
-        int op = raw_next_frame(r, &p, &n, (int)FB_MAX(1, deadline - mono_ms()));
-        if (op != OP_TEXT) {
-            free(p);
-            return NULL;
-        }
+        char *p = raw_next_text(r, &n, (int)FB_MAX(1, deadline - mono_ms()));
+        if (!p) return NULL;
         json_t *j = json_loadb(p, n, 0, NULL);
         bool reply = json_object_get(j, "id") != NULL;
         json_decref(j);
