@@ -21,19 +21,25 @@
 
 /* Runs `firebreak bench ARGS --server ADDR --json -`; the parsed JSON
  * result (NULL if there was none) and the exit status. */
-static json_t *bench(const fb_test_node_t *n, const char *args, int *status)
+/* Runs cmd and reads the JSON it prints; its exit status in *status. */
+static json_t *run_json(const char *cmd, int *status)
 {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s bench %s --server %s --json - --quiet --password bench-password-1",
-             fb_test_bin(), args, n->addr);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     json_error_t err;
     json_t *j = json_loadf(p, 0, &err);
     int st = pclose(p);
     *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-    if (!j) print_error("bench %s: no JSON result (%s), status %d\n", args, err.text, *status);
+    if (!j) print_error("%s: no JSON result (%s), status %d\n", cmd, err.text, *status);
     return j;
+}
+
+static json_t *bench(const fb_test_node_t *n, const char *args, int *status)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s bench %s --server %s --json - --quiet --password bench-password-1",
+             fb_test_bin(), args, n->addr);
+    return run_json(cmd, status);
 }
 
 static int64_t jint(json_t *o, const char *k)
@@ -65,11 +71,9 @@ static void test_limits(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(cmd, sizeof cmd, "%s bench limits --data-dir %s --duration 300ms --members 50 "
              "--conns 10 --json -", fb_test_bin(), dir);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    json_error_t err;
-    json_t *r = json_loadf(p, 0, &err);
-    assert_int_equal(pclose(p), 0);
+    int st;
+    json_t *r = run_json(cmd, &st);
+    assert_int_equal(st, 0);
     rmdir(dir);
     assert_non_null(r);
     const char *probe[] = {"fsync", "sqlite", "echo", "fanout", "fanout_single"};
