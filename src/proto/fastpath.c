@@ -108,7 +108,9 @@ static bool read_members(char *buf, size_t len, fb_req_field_t *v, unsigned *see
         if (*p++ != ':') return false;
         p = skip_ws(p);
         v[k] = (fb_req_field_t){.key = keys[k].name};
-        if (*p == '"') {
+        bool want_str = STR_KEYS & BIT(k);
+        if ((*p == '"') != want_str) return false; /* mistyped */
+        if (want_str) {
             char *end = str_end(++p);
             if (!end) return false;
             *end = 0; /* cut out in place: the value is p, NUL-terminated */
@@ -147,9 +149,7 @@ bool fb_req_parse_fast(fb_req_t *req, char *buf, size_t len)
     } else {
         return false;
     }
-    if (seen != want || v[K_ID].num > (int64_t)1 << 53) return false;
-    for (int k = 0; k < K_COUNT; k++)
-        if ((seen & BIT(k)) && !v[k].str != !(STR_KEYS & BIT(k))) return false; /* mistyped */
+    if (seen != want || v[K_ID].num > FB_ID_INT_MAX) return false;
     memset(req, 0, sizeof *req);
     req->fast = true;
     req->fast_id = v[K_ID].num;

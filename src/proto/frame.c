@@ -22,7 +22,7 @@ static bool id_usable(json_t *id)
 {
     if (json_is_integer(id)) {
         json_int_t v = json_integer_value(id);
-        return v >= 0 && v <= (json_int_t)1 << 53;
+        return v >= 0 && v <= FB_ID_INT_MAX;
     }
     return json_is_string(id) && json_string_length(id) <= FB_ID_STR_MAX;
 }

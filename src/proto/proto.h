@@ -20,6 +20,10 @@
 #define FB_ROOM_NAME_MAX 100
 #define FB_CMID_MAX 64
 #define FB_ID_STR_MAX 64
+/* The largest integer id accepted (JSON numbers beyond it lose precision in
+ * clients that read them as doubles); the jansson path and the fast path
+ * both hold to it. */
+#define FB_ID_INT_MAX ((int64_t)1 << 53)
 
 /* A field of a frame read by fb_req_parse_fast: a string (NUL-terminated in
  * the frame's buffer) or an integer. */
