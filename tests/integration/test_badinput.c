@@ -248,16 +248,30 @@ static json_t *raw_next_json(raw_t *r, int timeout_ms)
     return NULL;
 }
 
-/* Next reply (a frame with "id"), skipping pushed events. */
-static json_t *raw_reply(raw_t *r, int timeout_ms)
+/* The next reply's exact bytes (malloc'd), skipping pushed events. */
+static char *raw_reply_bytes(raw_t *r, int timeout_ms)
 {
     int64_t deadline = mono_ms() + timeout_ms;
     for (int guard = 0; guard < 100000; guard++) {
-        json_t *j = raw_next_json(r, (int)FB_MAX(1, deadline - mono_ms()));
-        if (!j || json_object_get(j, "id")) return j;
+        size_t n;
+        char *p = raw_next_text(r, &n, (int)FB_MAX(1, deadline - mono_ms()));
+        if (!p) return NULL;
+        json_t *j = json_loadb(p, n, 0, NULL);
+        bool reply = json_object_get(j, "id") != NULL;
         json_decref(j);
+        if (reply) return p;
+        free(p);
     }
     return NULL;
+}
+
+/* Next reply (a frame with "id"), skipping pushed events. */
+static json_t *raw_reply(raw_t *r, int timeout_ms)
+{
+    char *p = raw_reply_bytes(r, timeout_ms);
+    json_t *j = p ? json_loads(p, 0, NULL) : NULL;
+    free(p);
+    return j;
 }
 
 /* Reads until the server closes: its close code, 0 for a hang-up without a
@@ -952,23 +966,6 @@ static void test_nul_in_strings(void **state)
     expect_no_rooms(r);
     raw_close(r);
     finish(fx);
-}
-
-/* The next reply's exact bytes (malloc'd), skipping pushed events. */
-static char *raw_reply_bytes(raw_t *r, int timeout_ms)
-{
-    int64_t deadline = mono_ms() + timeout_ms;
-    for (int guard = 0; guard < 1000; guard++) {
-        size_t n;
-        char *p = raw_next_text(r, &n, (int)FB_MAX(1, deadline - mono_ms()));
-        if (!p) return NULL;
-        json_t *j = json_loadb(p, n, 0, NULL);
-        bool reply = json_object_get(j, "id") != NULL;
-        json_decref(j);
-        if (reply) return p;
-        free(p);
-    }
-    return NULL;
 }
 
 /* Sends frame and checks that the reply is exactly want (printf format;

@@ -15,6 +15,8 @@
 #include "common/fb.h"
 #include "proto/proto.h"
 
+#include "common/rand.h"
+
 /* ---- helpers ---- */
 
 static int parse(fb_req_t *req, const char *s)
@@ -891,14 +893,10 @@ static void test_push_matches_jansson(void **state)
     static const unsigned char alphabet[] = {'a', '"', '\\', '\n', 0x01, 0x1f, 0x7f, '/', 0x80,
                                              0xbf, 0xc2, 0xc3, 0xdf, 0xe0, 0xed, 0xef, 0xf0,
                                              0xf4, 0xa0, 0x9f, 0x90, 0xc0, 0xf8, 0xff};
-    uint32_t x = 12345;
     for (int n = 0; n < 20000; n++) {
         char s[12];
         size_t len = (size_t)(n % 11);
-        for (size_t i = 0; i < len; i++) {
-            x = x * 1103515245u + 12345u;
-            s[i] = (char)alphabet[(x >> 16) % sizeof alphabet];
-        }
+        for (size_t i = 0; i < len; i++) s[i] = (char)alphabet[rnd_below(sizeof alphabet)];
         s[len] = 0;
         check_push_str(s);
     }
