@@ -414,6 +414,12 @@ void fb_ws_enc_close(fb_ws_enc_t *e, fb_buf_t *out, uint16_t code, const char *r
     enc_frame(e, out, WSLAY_CONNECTION_CLOSE, payload, n + 2);
 }
 
+fb_buf_t *fb_ws_enc_scratch(fb_ws_enc_t *e)
+{
+    fb_buf_reset(&e->scratch);
+    return &e->scratch;
+}
+
 void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj)
 {
     fb_buf_reset(&e->scratch);

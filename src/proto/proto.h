@@ -141,13 +141,16 @@ void fb_ws_enc_text(fb_ws_enc_t *e, fb_buf_t *out, const char *payload, size_t l
 void fb_ws_enc_close(fb_ws_enc_t *e, fb_buf_t *out, uint16_t code, const char *reason);
 /* Appends obj as one text frame. */
 void fb_ws_enc_json(fb_ws_enc_t *e, fb_buf_t *out, json_t *obj);
+/* The encoder's own buffer, emptied, for JSON text about to be framed by
+ * fb_ws_enc_text (any other call on e may overwrite it). */
+fb_buf_t *fb_ws_enc_scratch(fb_ws_enc_t *e);
 /* The WebSocket frame of a message push ("event":"msg") and of a read-marker
  * push, appended to frame: push.c's text when it can, jansson's otherwise
- * (the same bytes either way). scratch holds the JSON text meanwhile. Every
- * encoder of these pushes (the writer's, the relay's) goes through here. */
-void fb_push_text_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, const fb_event_t *ev, int64_t unread,
+ * (the same bytes either way), the JSON text held meanwhile in enc's scratch.
+ * Every encoder of these pushes (the writer's, the relay's) goes through
+ * here. */
+void fb_push_text_frame(fb_ws_enc_t *enc, const fb_event_t *ev, int64_t unread, fb_buf_t *frame);
+void fb_push_read_frame(fb_ws_enc_t *enc, int64_t room, int64_t user, const char *name, int64_t seq,
                         fb_buf_t *frame);
-void fb_push_read_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, int64_t room, int64_t user,
-                        const char *name, int64_t seq, fb_buf_t *frame);
 
 #endif

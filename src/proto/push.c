@@ -132,10 +132,9 @@ bool fb_push_read_json(fb_buf_t *out, int64_t room, int64_t user, const char *na
 
 /* ---- the frames, with jansson where the fast path declines ---- */
 
-void fb_push_text_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, const fb_event_t *ev, int64_t unread,
-                        fb_buf_t *frame)
+void fb_push_text_frame(fb_ws_enc_t *enc, const fb_event_t *ev, int64_t unread, fb_buf_t *frame)
 {
-    fb_buf_reset(scratch);
+    fb_buf_t *scratch = fb_ws_enc_scratch(enc);
     if (ev->kind == FB_EV_TEXT && fb_push_text_json(scratch, ev, unread)) {
         fb_ws_enc_text(enc, frame, scratch->data, scratch->len);
         return;
@@ -146,10 +145,10 @@ void fb_push_text_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, const fb_event_t *e
     json_decref(o);
 }
 
-void fb_push_read_frame(fb_ws_enc_t *enc, fb_buf_t *scratch, int64_t room, int64_t user,
-                        const char *name, int64_t seq, fb_buf_t *frame)
+void fb_push_read_frame(fb_ws_enc_t *enc, int64_t room, int64_t user, const char *name, int64_t seq,
+                        fb_buf_t *frame)
 {
-    fb_buf_reset(scratch);
+    fb_buf_t *scratch = fb_ws_enc_scratch(enc);
     if (fb_push_read_json(scratch, room, user, name, seq)) {
         fb_ws_enc_text(enc, frame, scratch->data, scratch->len);
         return;

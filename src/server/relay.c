@@ -29,7 +29,6 @@ struct fb_relay {
     uv_thread_t thread;
     atomic_bool stop;
     fb_ws_enc_t *enc;
-    fb_buf_t json; /* a push's JSON text before framing */
     fb_map_t known;   /* room -> (void *)highest seq heard of */
     fb_map_t members; /* room -> fb_snap_t * (current members) */
     fb_map_t names;   /* user -> char * (their name, for read events) */
@@ -96,7 +95,7 @@ static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t ext
     p->members = to;
     p->extra = extra;
     int64_t unread = ev->kind == FB_EV_TEXT && to->n > 0 ? (int64_t)to->n - 1 : -1;
-    fb_push_text_frame(r->enc, &r->json, ev, unread, &p->frame);
+    fb_push_text_frame(r->enc, ev, unread, &p->frame);
     atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
 }
 
@@ -142,7 +141,7 @@ static int relay_read(fb_relay_t *r, fb_store_t *st, const fb_change_t *ch)
     fb_push_t *p = push_new(r, FB_PUSH_FRAME);
     atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
     p->members = to;
-    fb_push_read_frame(r->enc, &r->json, ch->room_id, ch->user_id, name, ch->to_seq, &p->frame);
+    fb_push_read_frame(r->enc, ch->room_id, ch->user_id, name, ch->to_seq, &p->frame);
     return 0;
 }
 
@@ -321,7 +320,6 @@ void fb_relay_stop(fb_relay_t *r)
     fb_map_free(&r->known);
     fb_feed_close(r->feed);
     fb_ws_enc_free(r->enc);
-    fb_buf_free(&r->json);
     fb_free(r);
 }
 

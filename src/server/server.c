@@ -28,14 +28,14 @@
 void fb_server_encode_event(void *ud, const fb_event_t *ev, int64_t unread, fb_buf_t *frame)
 {
     fb_server_t *s = ud;
-    fb_push_text_frame(s->writer_enc, &s->writer_json, ev, unread, frame);
+    fb_push_text_frame(s->writer_enc, ev, unread, frame);
 }
 
 void fb_server_encode_read(void *ud, int64_t room, int64_t user, const char *name, int64_t seq,
                            fb_buf_t *frame)
 {
     fb_server_t *s = ud;
-    fb_push_read_frame(s->writer_enc, &s->writer_json, room, user, name, seq, frame);
+    fb_push_read_frame(s->writer_enc, room, user, name, seq, frame);
 }
 
 /* ---- io loops ---- */
@@ -466,7 +466,6 @@ out:
         if (s->loops[i]) loop_free(s->loops[i]);
     fb_free(s->loops);
     fb_ws_enc_free(s->writer_enc);
-    fb_buf_free(&s->writer_json);
     if (s->writer_enc) uv_sem_destroy(&s->quiet);
     if (s->wstore) fb_store_close(s->wstore);
     if (lock_fd >= 0) close(lock_fd); /* releases the data dir */

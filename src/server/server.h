@@ -75,7 +75,6 @@ struct fb_server {
     fb_store_t *wstore;
     fb_writer_t *writer;
     fb_ws_enc_t *writer_enc; /* used by the push encoders on the writer thread */
-    fb_buf_t writer_json;    /* their JSON text before framing (writer thread) */
     fb_loop_t **loops;
     int n_loops;
     int port; /* bound port */
