@@ -16,7 +16,8 @@
  *    log at every commit, before the commit is published in the WAL index);
  *  - other connections read the log through their own file handles, but
  *    only frames the WAL index says are committed: a commit is published
- *    after that sync, so after the buffer has been written;
+ *    after that sync, so after the buffer has been written (with powersafe
+ *    overwrite, the default: without it nothing is gathered, see wc_open);
  *  - a crash loses only buffered frames that no commit had synced yet,
  *    which SQLite's recovery drops anyway (their checksums are missing).
  * SPDX-License-Identifier: MIT */
@@ -36,7 +37,8 @@
 
 typedef struct {
     sqlite3_file base; /* our methods */
-    char *buf;         /* NULL: not a WAL file (never buffered) */
+    bool gather;       /* false: every write passes straight through (see wc_open) */
+    char *buf;         /* WC_CAP bytes from the first gathered write; a reader's WAL has none */
     sqlite3_int64 buf_off;
     int buf_len;
     sqlite3_file real[]; /* the unix VFS's file, szOsFile bytes */
@@ -76,6 +78,10 @@ static int wc_write(sqlite3_file *pf, const void *p, int n, sqlite3_int64 off)
 {
     wc_file_t *f = (wc_file_t *)pf;
     atomic_fetch_add_explicit(&g_writes, 1, memory_order_relaxed);
+    if (!f->gather) {
+        atomic_fetch_add_explicit(&g_pwrites, 1, memory_order_relaxed);
+        return f->real->pMethods->xWrite(f->real, p, n, off);
+    }
     if (f->buf_len && (off != f->buf_off + f->buf_len || f->buf_len + n > WC_CAP)) {
         int rc = wc_flush(f);
         if (rc != SQLITE_OK) return rc;
@@ -84,6 +90,7 @@ static int wc_write(sqlite3_file *pf, const void *p, int n, sqlite3_int64 off)
         atomic_fetch_add_explicit(&g_pwrites, 1, memory_order_relaxed);
         return f->real->pMethods->xWrite(f->real, p, n, off);
     }
+    if (!f->buf) f->buf = fb_malloc(WC_CAP);
     if (!f->buf_len) f->buf_off = off;
     memcpy(f->buf + f->buf_len, p, (size_t)n);
     f->buf_len += n;
@@ -169,7 +176,14 @@ static const sqlite3_io_methods wc_methods = {
 };
 
 /* Every file but a WAL is the unix VFS's own, placed where SQLite asked
- * (our szOsFile is larger than the unix VFS's, so it fits). */
+ * (our szOsFile is larger than the unix VFS's, so it fits).
+ *
+ * A WAL's writes are gathered only with "powersafe overwrite" (the unix
+ * VFS's default; a `psow=0` URI turns it off). Without it SQLite pads a
+ * commit to a sector boundary, syncs at that boundary in the middle of the
+ * last frame, writes the frame's tail after the sync and publishes the
+ * commit without another sync (wal.c, walWriteToLog): that tail would still
+ * be in our buffer while readers read the frame. */
 static int wc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int flags, int *out_flags)
 {
     if (!(flags & SQLITE_OPEN_WAL)) return g_real->xOpen(g_real, name, pf, flags, out_flags);
@@ -180,12 +194,12 @@ static int wc_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int fla
         f->base.pMethods = NULL; /* SQLite then does not call xClose */
         return rc;
     }
-    if (f->real->pMethods->iVersion < 1) {
-        f->real->pMethods->xClose(f->real);
-        f->base.pMethods = NULL;
-        return SQLITE_CANTOPEN;
-    }
-    f->buf = fb_malloc(WC_CAP);
+    /* The WAL's own unix file carries the build's default; a URI's psow=0
+     * reaches us only as a parameter of the name (SQLite passes the
+     * database's URI parameters on with a WAL's name). */
+    f->gather = (f->real->pMethods->xDeviceCharacteristics(f->real) &
+                 SQLITE_IOCAP_POWERSAFE_OVERWRITE) &&
+                sqlite3_uri_boolean(name, "psow", 1);
     f->base.pMethods = &wc_methods;
     return SQLITE_OK;
 }

@@ -9,7 +9,9 @@
 #define FB_SQLITE_VFS "firebreak-wal"
 
 /* Registers the VFS once per process (not as the default); SQLITE_OK or
- * SQLite's error. Safe to call from any thread, any number of times. */
+ * SQLite's error. Safe to call from any thread, any number of times. Also
+ * turns SQLite's memory statistics off, process-wide, when SQLite is not
+ * initialised yet (they cost a global mutex per allocation). */
 int fb_sqlite_vfs_init(void);
 
 /* Since the process started: writes SQLite asked of WAL files, and the

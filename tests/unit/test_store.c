@@ -1176,6 +1176,46 @@ static void test_sqlite_wal_gathered(void **state)
     fb_store_close(late);
 }
 
+/* Without powersafe overwrite (a psow=0 URI) SQLite writes the tail of a
+ * commit's last frame after its sync and publishes the commit at once: the
+ * VFS must not gather then, or a reader reads a frame not yet written. */
+static void test_sqlite_wal_no_psow(void **state)
+{
+    fx_t *fx = *state;
+    char path[200];
+    snprintf(path, sizeof path, "file:%s/psow.db?psow=0", fx->dir);
+    fb_store_config_t cfg = {.kind = "sqlite", .path = path};
+    fb_store_t *w = NULL, *r = NULL;
+    assert_int_equal(fb_store_open(&cfg, &w), 0);
+    assert_int_equal(fb_store_open_reader(&cfg, &r), 0);
+    int64_t alice = mk_user(w, "alice");
+    int64_t dev = mk_device(w, alice, 1);
+    assert_int_equal(fb_store_begin(w), 0);
+    int64_t room = mk_group(w, alice, "p", 1);
+    assert_int_equal(fb_store_commit(w), 0);
+    char cmid[32], body[3001];
+    memset(body, 'x', 3000);
+    body[3000] = 0;
+    uint64_t w0, p0, w1, p1;
+    fb_sqlite_vfs_stats(&w0, &p0);
+    for (int i = 0; i < 50; i++) {
+        snprintf(cmid, sizeof cmid, "n%d", i);
+        assert_int_equal(fb_store_begin(w), 0);
+        assert_int_equal(append(w, room, FB_EV_TEXT, alice, dev, 0, cmid, body, 2), i + 2);
+        assert_int_equal(fb_store_commit(w), 0);
+        assert_int_equal(last_seq(r, room), i + 2); /* the reader sees each commit whole */
+        fb_event_t e;
+        assert_int_equal(fb_store_event_by_cmid(r, dev, cmid, &e), 0);
+        assert_int_equal(strlen(e.text), 3000);
+        fb_event_clear(&e);
+    }
+    fb_sqlite_vfs_stats(&w1, &p1);
+    assert_true(w1 - w0 >= 100);
+    assert_int_equal(p1 - p0, w1 - w0); /* nothing gathered */
+    fb_store_close(r);
+    fb_store_close(w);
+}
+
 /* ---- sends in bulk ---- */
 
 static fb_send_t send_item(int64_t room, int64_t actor, int64_t device, const char *cmid,
@@ -2319,6 +2359,7 @@ int main(void)
         SQ(test_sqlite_open_errors),
         SQ(test_sqlite_no_feed),
         SQ(test_sqlite_wal_gathered),
+        SQ(test_sqlite_wal_no_psow),
         BOTH(SQ),
     };
     const struct CMUnitTest pg_tests[] = {
