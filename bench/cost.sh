@@ -12,7 +12,7 @@
 # SPDX-License-Identifier: MIT
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,11p' "$0"; exit 2; }
 BIN=${FIREBREAK_BIN:-build/firebreak}
 export FIREBREAK_BIN=$BIN
 dir=${COST_DIR:-/var/tmp/fb-cost}
@@ -32,7 +32,7 @@ fi
 rc=0
 timeout 600 "$BIN" bench "$@" --server "$addr" --node-pid "$pid" --json "$dir/result.json" --quiet || rc=$?
 read -r ut st < <(awk '{print $14, $15}' "/proc/$pid/stat")
-stored=$(curl -s "http://$addr/metrics" | awk '/^firebreak_messages_stored_total/ {print $2}')
+stored=$(curl -sf --max-time 5 "http://$addr/metrics" | awk '/^firebreak_messages_stored_total/ {print $2}')
 if [ -n "$stat_pid" ]; then
   kill -INT "$stat_pid"
   wait "$stat_pid" 2>/dev/null || true
