@@ -84,7 +84,7 @@ for run in $(seq 1 "$runs"); do
     for a in $($F sites | tr ',' ' '); do
         i=$((i + 1))
         timeout $((duration + 120)) "$BIN" bench ingest --server "$a" --senders 30 --rooms 15 \
-            --members 2 --duration "${duration}s" --window 64 --seed "$((run * 10 + i))$$" \
+            --members 2 --duration "${duration}s" --window 64 --seed "$((run * 10 + i))" \
             --json "$out/run$run-site$i.json" --quiet "${extra[@]}" \
             >"$out/run$run-site$i.log" 2>&1 &
         pids+=($!)
@@ -106,18 +106,14 @@ for run in $(seq 1 "$runs"); do
 done
 
 python3 - "$out" "$runs" "$commit" <<'EOF'
-import json, statistics, sys
+import glob, json, statistics, sys
 out, runs, commit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = []
 for r in range(1, runs + 1):
-    sites = []
-    i = 1
-    while True:
-        try:
-            sites.append(json.load(open(f"{out}/run{r}-site{i}.json")))
-        except FileNotFoundError:
-            break
-        i += 1
+    sites = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/run{r}-site*.json"))]
+    if not sites:
+        print(f"run {r}: no bench result (see {out}/run{r}-site*.log)")
+        continue
     cl = json.load(open(f"{out}/run{r}-cluster.json"))
     b = [l.split() for l in open(f"{out}/run{r}-metrics-before.txt")]
     a = [l.split() for l in open(f"{out}/run{r}-metrics-after.txt")]
