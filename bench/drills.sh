@@ -41,14 +41,9 @@ done
 
 python3 - "$out" "$runs" "$commit" <<'EOF'
 import json, os, statistics, sys
+sys.path.insert(0, "bench")
+from summarize import get
 out, runs, commit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-def get(j, path):
-    for k in path.split("."):
-        if j is None:
-            return None
-        j = j.get(k)
-    return j
 
 figures = [
     ("result", "result"),
@@ -74,21 +69,20 @@ for drill in ("kill", "partition"):
     rows = {}
     print(f"{drill}: {len(reports)} of {runs} runs reported")
     for name, path in figures:
-        vals = [get(j, path) for j in reports]
+        vals = [get(j, *path.split(".")) for j in reports]
         if name == "result":
             rows[name] = vals
             print(f"  {name:32s} {' '.join(map(str, vals))}")
             continue
-        nums = [v / 1000.0 if name.endswith(" s") else v for v in vals if v is not None]
+        each = [v / 1000.0 if name.endswith(" s") and v is not None else v for v in vals]
+        nums = sorted(v for v in each if v is not None)
         if not nums:
             continue
-        nums.sort()
         rows[name] = {"min": nums[0], "median": statistics.median(nums), "max": nums[-1],
-                      "each": [v / 1000.0 if name.endswith(" s") and v is not None else v
-                               for v in vals]}
+                      "each": each}
         fmt = "%.2f" if name.endswith(" s") else "%d"
         print(f"  {name:32s} min {fmt % nums[0]}  median {fmt % statistics.median(nums)}"
-              f"  max {fmt % nums[-1]}   each: {' '.join(fmt % v for v in nums)}")
+              f"  max {fmt % nums[-1]}   each: {' '.join('-' if v is None else fmt % v for v in each)}")
     summary["drills"][drill] = rows
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 EOF
