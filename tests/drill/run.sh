@@ -27,6 +27,10 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 say() { printf '%s drill: %s\n' "$(date +%T)" "$*"; }
+case "${DRILL_ONLY:-}" in
+"" | kill | partition) ;;
+*) say "DRILL_ONLY is kill or partition, not '$DRILL_ONLY'"; exit 2 ;;
+esac
 
 status=1
 cleanup() {
