@@ -150,7 +150,6 @@ static const char *const migrations[] = {
                     " ORDER BY m.joined_seq, m.user_id")                                           \
     X(READ_MARKER, "UPDATE members SET read_seq = ?3 WHERE room_id = ?1 AND user_id = ?2"          \
                    " AND left_seq = 0 AND read_seq < ?3")                                          \
-    X(IS_MEMBER, "SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2 AND left_seq = 0")     \
     X(MEMBER_READ_SEQ, "SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2"          \
                        " AND left_seq = 0")                                                        \
     /* One row per current room of ?1. Every part is a seek or a range inside                      \
@@ -794,6 +793,17 @@ static int sq_update_room(sq_store_t *s, int id, sqlite3_stmt *st)
     return err;
 }
 
+/* rooms.last_seq = seq: FB_ENOTFOUND without the room. */
+static int sq_room_bump(sq_store_t *s, int64_t room_id, int64_t seq)
+{
+    sqlite3_stmt *st;
+    int err = sq_stmt(s, ST_EVENT_BUMP, &st);
+    if (err) return err;
+    sqlite3_bind_int64(st, 1, room_id);
+    sqlite3_bind_int64(st, 2, seq);
+    return sq_update_room(s, ST_EVENT_BUMP, st);
+}
+
 static int sq_room_set_name(fb_store_t *base, int64_t room_id, const char *name)
 {
     sq_store_t *s = sq(base);
@@ -852,13 +862,7 @@ static int sq_event_append(fb_store_t *base, fb_event_t *ev)
     sq_done(st);
     if (err) return err;
 
-    err = sq_stmt(s, ST_EVENT_BUMP, &st);
-    if (!err) {
-        sqlite3_bind_int64(st, 1, ev->room_id);
-        sqlite3_bind_int64(st, 2, seq);
-        err = sq_write(s, ST_EVENT_BUMP, st, NULL);
-    }
-    if (err) goto fail;
+    if ((err = sq_room_bump(s, ev->room_id, seq))) goto fail;
     ev->seq = seq;
     return 0;
 
@@ -1042,6 +1046,25 @@ static int sq_members_list(fb_store_t *base, int64_t room_id, fb_member_t **out,
     return err;
 }
 
+/* A cached query of (?1[, ?2]) answering one integer; FB_ENOTFOUND without a row. */
+static int sq_int_of(sq_store_t *s, int id, int64_t a, int64_t b, int64_t *out)
+{
+    sqlite3_stmt *st;
+    int err = sq_stmt(s, id, &st);
+    if (err) return err;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) > 1) sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        err = FB_ENOTFOUND;
+    else
+        err = sq_fail(s, rc, stmt_name[id]);
+    sq_done(st);
+    return err;
+}
+
 static int sq_read_marker_set(fb_store_t *base, int64_t room_id, int64_t user_id, int64_t seq,
                               bool *advanced)
 {
@@ -1052,18 +1075,8 @@ static int sq_read_marker_set(fb_store_t *base, int64_t room_id, int64_t user_id
         return err;
     }
     /* Nothing moved: either the marker was already there, or no member. */
-    sqlite3_stmt *st;
-    err = sq_stmt(s, ST_IS_MEMBER, &st);
-    if (err) return err;
-    sqlite3_bind_int64(st, 1, room_id);
-    sqlite3_bind_int64(st, 2, user_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        err = FB_ENOTFOUND;
-    else if (rc != SQLITE_ROW)
-        err = sq_fail(s, rc, "read_marker_set");
-    sq_done(st);
-    return err;
+    int64_t now;
+    return sq_int_of(s, ST_MEMBER_READ_SEQ, room_id, user_id, &now);
 }
 
 static int sq_rooms_for_user(fb_store_t *base, int64_t user_id, fb_room_summary_t **out, size_t *n)
@@ -1158,25 +1171,6 @@ static sq_seen_t *seen_find(sq_store_t *s, int64_t room, int64_t actor, bool *fr
     }
 }
 
-/* A cached query of (?1[, ?2]) answering one integer; FB_ENOTFOUND without a row. */
-static int sq_int_of(sq_store_t *s, int id, int64_t a, int64_t b, int64_t *out)
-{
-    sqlite3_stmt *st;
-    int err = sq_stmt(s, id, &st);
-    if (err) return err;
-    sqlite3_bind_int64(st, 1, a);
-    if (sqlite3_bind_parameter_count(st) > 1) sqlite3_bind_int64(st, 2, b);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    else if (rc == SQLITE_DONE)
-        err = FB_ENOTFOUND;
-    else
-        err = sq_fail(s, rc, stmt_name[id]);
-    sq_done(st);
-    return err;
-}
-
 /* Stores it as a text event with seq; FB_EEXIST: the device already sent its cmid. */
 static int sq_send_put(sq_store_t *s, const fb_send_t *it, int64_t seq)
 {
@@ -1259,15 +1253,10 @@ static int sq_send_flush(sq_store_t *s)
     for (size_t i = 0; i < s->n_seen && !err; i++) {
         const sq_seen_t *e = &s->seen[i];
         if (e->v == e->v0) continue;
-        if (e->actor == 0) {
-            sqlite3_stmt *st;
-            if ((err = sq_stmt(s, ST_EVENT_BUMP, &st))) break;
-            sqlite3_bind_int64(st, 1, e->room);
-            sqlite3_bind_int64(st, 2, e->v);
-            err = sq_update_room(s, ST_EVENT_BUMP, st);
-        } else {
+        if (e->actor == 0)
+            err = sq_room_bump(s, e->room, e->v);
+        else
             err = sq_member_update(s, ST_READ_MARKER, e->room, e->actor, e->v);
-        }
         if (err == FB_ENOTFOUND) err = FB_EINTERNAL; /* the row was read by this call */
     }
     return err;
