@@ -281,6 +281,16 @@ int fb_store_send_many(fb_store_t *s, fb_send_t *items, size_t n)
 
 /* ---- the change feed ---- */
 
+bool fb_change_valid(const fb_change_t *c)
+{
+    switch (c->kind) {
+    case FB_CHANGE_EVENTS: return c->room_id > 0 && c->from_seq >= 0 && c->from_seq <= c->to_seq;
+    case FB_CHANGE_READ: return c->room_id > 0 && c->user_id > 0 && c->to_seq >= 0;
+    case FB_CHANGE_LOGOUT: return c->user_id > 0 && c->device_id > 0;
+    default: return false;
+    }
+}
+
 int fb_store_announce(fb_store_t *s, const char *origin, const fb_change_t *changes, size_t n)
 {
     if (!origin || (n && !changes)) return FB_EINVAL;
@@ -289,19 +299,8 @@ int fb_store_announce(fb_store_t *s, const char *origin, const fb_change_t *chan
     if (len == 0 || len > 64) return FB_EINVAL;
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)origin[i] <= ' ' || origin[i] == 0x7f) return FB_EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        const fb_change_t *c = &changes[i];
-        bool ok;
-        switch (c->kind) {
-        case FB_CHANGE_EVENTS:
-            ok = c->room_id > 0 && c->from_seq >= 0 && c->from_seq <= c->to_seq;
-            break;
-        case FB_CHANGE_READ: ok = c->room_id > 0 && c->user_id > 0 && c->to_seq >= 0; break;
-        case FB_CHANGE_LOGOUT: ok = c->user_id > 0 && c->device_id > 0; break;
-        default: ok = false;
-        }
-        if (!ok) return FB_EINVAL;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!fb_change_valid(&changes[i])) return FB_EINVAL;
     if (n == 0 || !s->ops->announce) return 0;
     return s->ops->announce(s, origin, changes, n);
 }

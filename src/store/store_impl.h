@@ -90,6 +90,10 @@ struct fb_store_ops {
     fb_store_t *(*feed_store)(fb_feed_t *f);
 };
 
+/* Whether a change is one fb_store_announce sends (ids > 0, seqs >= 0, a
+ * range in order): what a feed reads back is held to the same rule. */
+bool fb_change_valid(const fb_change_t *c);
+
 extern const fb_store_ops_t fb_store_sqlite_ops;
 extern const fb_store_ops_t fb_store_pg_ops;
 

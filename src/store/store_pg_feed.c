@@ -145,21 +145,20 @@ static void deliver(const char *payload, fb_feed_cb cb, void *ud)
             ch.user_id = strtoll(end + 1, &end, 10);
             if (*end != ':') break;
             ch.from_seq = ch.to_seq = strtoll(end + 1, &end, 10);
-            if ((*end != ' ' && *end) || ch.room_id <= 0 || ch.user_id <= 0) break;
         } else if (c[1] == 'x' && c[2] == ':') { /* a logout */
             ch.kind = FB_CHANGE_LOGOUT;
             ch.user_id = strtoll(c + 3, &end, 10);
             if (*end != ':') break;
             ch.device_id = strtoll(end + 1, &end, 10);
-            if ((*end != ' ' && *end) || ch.user_id <= 0 || ch.device_id <= 0) break;
         } else {
             ch.room_id = strtoll(c + 1, &end, 10);
             if (*end != ':') break;
             ch.from_seq = strtoll(end + 1, &end, 10);
             if (*end != '-') break;
             ch.to_seq = strtoll(end + 1, &end, 10);
-            if ((*end != ' ' && *end) || ch.room_id <= 0 || ch.from_seq > ch.to_seq) break;
         }
+        /* what fb_store_announce would not have sent is not taken either */
+        if ((*end != ' ' && *end) || !fb_change_valid(&ch)) break;
         changes[n++] = ch;
         c = end;
     }
