@@ -9,11 +9,12 @@
  *   QUEUED --(the store's checks refuse it: not a member)--> REJECTED (nothing appended)
  *   APPENDED --(COMMIT returned 0: WAL fsynced)--> COMMITTED
  *   APPENDED --(COMMIT failed)--> REJECTED (error reply, nothing stored)
+ *   COMMITTED --(batch handed to the io loops)--> ACKED (sender) + PUSHED (members)
+ *   PUSHED --(a member's read marker passes seq)--> READ
+ *
  * A run of consecutive sends is appended by one fb_store_send_many, which
  * checks each send before appending it; any other request runs under a
  * savepoint of its own, rolled back when its handler fails.
- *   COMMITTED --(batch handed to the io loops)--> ACKED (sender) + PUSHED (members)
- *   PUSHED --(a member's read marker passes seq)--> READ
  *
  * Invariants:
  *  - no reply and no push of a request is handed out before fb_store_commit of
@@ -56,7 +57,7 @@ struct fb_writer {
         const fb_wreq_t *by;
     } *appended;
     size_t n_appended, cap_appended;
-    fb_change_t *changes; /* per room: the seq range the batch committed */
+    fb_change_t *changes; /* what the batch committed: events per room, read markers, logouts */
     int64_t last_ts;
     fb_writer_stats_t stats;
 };

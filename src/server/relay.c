@@ -86,24 +86,16 @@ static int members_of(fb_relay_t *r, fb_store_t *st, int64_t room, fb_snap_t **o
 
 /* ---- pushes ---- */
 
-static fb_push_t *push_new(fb_relay_t *r, int type);
-
-static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t extra)
-{
-    fb_push_t *p = push_new(r, FB_PUSH_FRAME);
-    atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
-    p->members = to;
-    p->extra = extra;
-    int64_t unread = ev->kind == FB_EV_TEXT && to->n > 0 ? (int64_t)to->n - 1 : -1;
-    fb_push_text_frame(r->enc, ev, unread, &p->frame);
-    atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
-}
-
-/* A request that carries one push of another node's change. */
-static fb_push_t *push_new(fb_relay_t *r, int type)
+/* A request that carries one push of another node's change, to the members
+ * of `to` (which it holds a reference of; NULL for a logout). */
+static fb_push_t *push_new(fb_relay_t *r, int type, fb_snap_t *to)
 {
     fb_push_t *p = fb_calloc(1, sizeof *p);
     p->type = type;
+    if (to) {
+        atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
+        p->members = to;
+    }
     fb_wreq_t *q = fb_wreq_new(0); /* no op: carries pushes only, nobody to reply to */
     q->origin = -1;
     q->pushes = p;
@@ -113,6 +105,15 @@ static fb_push_t *push_new(fb_relay_t *r, int type)
     }
     r->out[r->n_out++] = q;
     return p;
+}
+
+static void push(fb_relay_t *r, const fb_event_t *ev, fb_snap_t *to, int64_t extra)
+{
+    fb_push_t *p = push_new(r, FB_PUSH_FRAME, to);
+    p->extra = extra;
+    int64_t unread = ev->kind == FB_EV_TEXT && to->n > 0 ? (int64_t)to->n - 1 : -1;
+    fb_push_text_frame(r->enc, ev, unread, &p->frame);
+    atomic_fetch_add_explicit(&r->stats.events, 1, memory_order_relaxed);
 }
 
 static int name_of(fb_relay_t *r, fb_store_t *st, int64_t uid, const char **out)
@@ -138,9 +139,7 @@ static int relay_read(fb_relay_t *r, fb_store_t *st, const fb_change_t *ch)
     int rc = members_of(r, st, ch->room_id, &to);
     if (!rc) rc = name_of(r, st, ch->user_id, &name);
     if (rc) return rc;
-    fb_push_t *p = push_new(r, FB_PUSH_FRAME);
-    atomic_fetch_add_explicit(&to->refs, 1, memory_order_relaxed);
-    p->members = to;
+    fb_push_t *p = push_new(r, FB_PUSH_FRAME, to);
     fb_push_read_frame(r->enc, ch->room_id, ch->user_id, name, ch->to_seq, &p->frame);
     return 0;
 }
@@ -148,7 +147,7 @@ static int relay_read(fb_relay_t *r, fb_store_t *st, const fb_change_t *ch)
 /* A device logged out through another node: its connections here close. */
 static void relay_logout(fb_relay_t *r, const fb_change_t *ch)
 {
-    fb_push_t *p = push_new(r, FB_PUSH_LOGOUT);
+    fb_push_t *p = push_new(r, FB_PUSH_LOGOUT, NULL);
     p->user_id = ch->user_id;
     p->device_id = ch->device_id;
 }
