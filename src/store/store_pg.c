@@ -548,6 +548,39 @@ static void first_line(char *out, size_t cap, size_t *len, const char *sep, cons
     *len = w < 0 ? cap : FB_MIN(cap, *len + (size_t)w);
 }
 
+/* One connection attempt to host i: 0 with *out, FB_ENOMEM, or FB_EUNAVAIL
+ * with its reason added to why. A host that took PG_SLOW_FAIL_MS to fail
+ * (a timeout: unreachable) is passed over for a while, doubling up to
+ * PG_PASS_OVER_MAX_MS; one that answered is not. */
+static int pg_try_host(fb_pg_store_t *s, int i, PGconn **out, char *why, size_t cap, size_t *len)
+{
+    uint64_t t0 = now_ms();
+    PGconn *c = pg_connect_to(s, i);
+    if (!c) return FB_ENOMEM;
+    if (PQstatus(c) == CONNECTION_OK) {
+        s->skip_until_ms[i] = 0;
+        s->pass_over_ms[i] = 0;
+        *out = c;
+        return 0;
+    }
+    uint64_t t1 = now_ms();
+    const char *msg = PQerrorMessage(c);
+    if (t1 - t0 >= PG_SLOW_FAIL_MS) {
+        uint32_t d = s->pass_over_ms[i];
+        d = d ? (uint32_t)FB_MIN(2u * d, PG_PASS_OVER_MAX_MS) : PG_PASS_OVER_MS;
+        s->pass_over_ms[i] = d;
+        s->skip_until_ms[i] = t1 + d;
+        FB_WARN("store", "postgres host %d of %d failed after %.1f s (%.*s): passed over for %u s",
+                i + 1, s->n_hosts, (double)(t1 - t0) / 1000.0, (int)strcspn(msg, "\n"), msg,
+                d / 1000);
+    } else {
+        s->pass_over_ms[i] = 0; /* it answered: reachable */
+    }
+    first_line(why, cap, len, "; ", msg);
+    PQfinish(c);
+    return FB_EUNAVAIL;
+}
+
 /* A connection to the first host that takes it, passing over the ones that
  * timed out lately; NULL (FB_EUNAVAIL) with why logged, or FB_ENOMEM. */
 static int pg_connect_hosts(fb_pg_store_t *s, PGconn **out)
@@ -566,41 +599,17 @@ static int pg_connect_hosts(fb_pg_store_t *s, PGconn **out)
         first_line(why, sizeof why, &len, "", PQerrorMessage(c));
         PQfinish(c);
     } else {
-        int tried = 0, passed = 0;
-        for (int pass = 0; pass < 2 && !tried; pass++) {
-            uint64_t now = now_ms();
-            for (int i = 0; i < s->n_hosts; i++) {
-                if (pass == 0 && s->skip_until_ms[i] > now) {
-                    passed++;
-                    continue;
-                }
-                tried++;
-                uint64_t t0 = now_ms();
-                PGconn *c = pg_connect_to(s, i);
-                if (!c) return FB_ENOMEM;
-                if (PQstatus(c) == CONNECTION_OK) {
-                    s->skip_until_ms[i] = 0;
-                    s->pass_over_ms[i] = 0;
-                    *out = c;
-                    return 0;
-                }
-                uint64_t t1 = now_ms();
-                const char *msg = PQerrorMessage(c);
-                if (t1 - t0 >= PG_SLOW_FAIL_MS) {
-                    uint32_t d = s->pass_over_ms[i];
-                    d = d ? (uint32_t)FB_MIN(2u * d, PG_PASS_OVER_MAX_MS) : PG_PASS_OVER_MS;
-                    s->pass_over_ms[i] = d;
-                    s->skip_until_ms[i] = t1 + d;
-                    FB_WARN("store", "postgres host %d of %d failed after %.1f s (%.*s): passed over"
-                            " for %u s", i + 1, s->n_hosts, (double)(t1 - t0) / 1000.0,
-                            (int)strcspn(msg, "\n"), msg, d / 1000);
-                } else {
-                    s->pass_over_ms[i] = 0; /* it answered: reachable */
-                }
-                first_line(why, sizeof why, &len, "; ", msg);
-                PQfinish(c);
+        uint64_t now = now_ms();
+        bool any = false; /* a host not passed over; when none is, all are tried */
+        for (int i = 0; i < s->n_hosts; i++) any |= s->skip_until_ms[i] <= now;
+        int passed = 0;
+        for (int i = 0; i < s->n_hosts; i++) {
+            if (any && s->skip_until_ms[i] > now) {
+                passed++;
+                continue;
             }
-            if (!tried) passed = 0; /* every host was passed over: try them all */
+            int rc = pg_try_host(s, i, out, why, sizeof why, &len);
+            if (rc != FB_EUNAVAIL) return rc;
         }
         if (passed && len < sizeof why)
             snprintf(why + len, sizeof why - len, "; %d host%s passed over (timed out lately)",
