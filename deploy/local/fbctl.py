@@ -204,7 +204,8 @@ def check(snap, want, exclude, nodes, site=None):
     # synchronous_mode lets nobody take over if the leader dies. (Right after a
     # promotion PostgreSQL runs with synchronous_standby_names '*', so commits
     # complete on any standby a few seconds before Patroni names one.)
-    if not [s for s in syncs if s["role"] == "sync_standby"]:
+    named = [s for s in syncs if s["role"] == "sync_standby"]
+    if not named:
         return "Patroni's sync key does not name the synchronous standby yet"
     if want == "sync":
         return None
@@ -214,7 +215,6 @@ def check(snap, want, exclude, nodes, site=None):
     if want_sync is None:
         return "Patroni on site %d does not answer /config" % ld
     standbys = [s for s in live if s["site"] != ld]
-    named = [s for s in syncs if s["role"] == "sync_standby"]
     if len(named) < min(want_sync, len(standbys)):
         return "%d of %d standbys synchronous, want %d" % (len(named), len(standbys),
                                                            min(want_sync, len(standbys)))
