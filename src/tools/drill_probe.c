@@ -35,7 +35,8 @@ static void on_registered(fb_client_t *c, int err, const char *msg, json_t *repl
     drill_prober_t *p = ud;
     p->out = false;
     p->setup_err = err;
-    if (err) snprintf(p->error, sizeof p->error, "register: %s", msg ? msg : fb_client_strerror(err));
+    if (err)
+        snprintf(p->error, sizeof p->error, "register: %s", msg ? msg : fb_client_strerror(err));
 }
 
 static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
@@ -80,8 +81,7 @@ static int prober_setup(drill_prober_t *p, fb_client_t *c)
     err = fb_client_call_sync(
         c, json_pack("{s:s,s:s,s:[]}", "op", "create_group", "name", room, "members"), &reply,
         timeout);
-    if (!err)
-        p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
+    if (!err) p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
     json_decref(reply);
     if (!err && p->room <= 0) err = FB_EBADREQ;
     if (err) snprintf(p->error, sizeof p->error, "create_group: %s", fb_client_strerror(err));
@@ -122,10 +122,12 @@ static void prober_main(void *arg)
                     p->failed++;
                 }
             }
-            /* the loop runs until the reply or the next probe is due */
-            int64_t wait = p->out ? DRILL_TICK_MS : FB_MAX(1, next - drill_now(d));
-            fb_client_run_until(c, p->out ? reply_or_stop : stopping, p,
-                                (int)FB_MIN(wait, DRILL_TICK_MS));
+            /* the loop runs until the reply or the next probe is due, and
+             * at most a tick: the stop flag, set by another thread, does not
+             * wake this loop */
+            int wait =
+                p->out ? DRILL_TICK_MS : (int)FB_MIN(FB_MAX(1, next - drill_now(d)), DRILL_TICK_MS);
+            fb_client_run_until(c, p->out ? reply_or_stop : stopping, p, wait);
         }
         drill_gap_close(&p->gap, drill_now(d)); /* an outage still open counts to the end */
     }
