@@ -543,7 +543,7 @@ static void verdict(drill_t *d, verdict_t *v)
         d->load_end_ms > 0 ? (double)v->acked_in_load * 1000.0 / (double)d->load_end_ms : 0;
     v->read_survivors = v->read_all = -1;
     v->probe_survivors = v->probe_all = -1;
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
         v->site_probes_ok += p->ok;
         v->site_probes_failed += p->failed;
@@ -685,7 +685,7 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                                r->probes_failed ? json_integer(r->probe_err_ms) : json_null()));
     }
     json_t *probers = json_array();
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
         json_array_append_new(
             probers,
@@ -806,9 +806,9 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, ", all ");
     print_secs(f, v->probe_all);
     fprintf(f, " (site probes: %ld ok, %ld failed)\n", v->site_probes_ok, v->site_probes_failed);
-    for (int i = 0; i < d->n_probers; i++)
+    for (size_t i = 0; i < d->o.n_sites; i++)
         if (d->probers[i].setup_err)
-            fprintf(f, "  %-14ssite %d's probe never ran: %s\n", "", i + 1, d->probers[i].error);
+            fprintf(f, "  %-14ssite %zu's probe never ran: %s\n", "", i + 1, d->probers[i].error);
     fprintf(f, "  %-14ssurvivors ", "readers wait");
     print_secs(f, v->read_survivors);
     fprintf(f, ", all ");
@@ -888,8 +888,6 @@ static void drill_init(drill_t *d)
         snprintf(s->name, sizeof s->name, "%s-s%d", o->prefix, i);
     }
     d->r = fb_calloc((size_t)FB_MAX(o->readers, 1), sizeof *d->r);
-    d->n_probers = (int)o->n_sites;
-    d->probers = fb_calloc(o->n_sites, sizeof *d->probers);
     for (int i = 0; i < o->readers; i++) {
         drill_reader_t *r = &d->r[i];
         r->d = d;
@@ -897,6 +895,14 @@ static void drill_init(drill_t *d)
         r->home = i % (int)o->n_sites;
         snprintf(r->name, sizeof r->name, "%s-r%d", o->prefix, i);
         r->rooms = fb_calloc((size_t)d->max_slots, sizeof *r->rooms);
+    }
+    d->probers = fb_calloc(o->n_sites, sizeof *d->probers);
+    for (int i = 0; i < (int)o->n_sites; i++) {
+        drill_prober_t *p = &d->probers[i];
+        p->d = d;
+        p->site = i;
+        p->gap.last = -1;
+        snprintf(p->name, sizeof p->name, "%s-p%d", o->prefix, i);
     }
     d->fault = (drill_cmd_t){.d = d, .name = "fault", .cmd = o->fault_cmd, .at_ms = -1};
     d->heal = (drill_cmd_t){.d = d, .name = "heal", .cmd = o->heal_cmd, .at_ms = -1};

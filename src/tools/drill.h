@@ -214,8 +214,7 @@ struct drill {
     void *regs; /* registrations in flight (drill_load.c) */
     drill_sender_t *s;
     drill_reader_t *r;
-    drill_prober_t *probers; /* one per site */
-    int n_probers;
+    drill_prober_t *probers; /* one per site, by site */
     atomic_bool probers_stop;
     char **client_servers; /* per home site: the sites list rotated to start there */
 

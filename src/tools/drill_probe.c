@@ -139,12 +139,8 @@ static void prober_main(void *arg)
 void drill_probers_start(drill_t *d)
 {
     atomic_store(&d->probers_stop, false);
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         drill_prober_t *p = &d->probers[i];
-        p->d = d;
-        p->site = i;
-        p->gap.last = -1;
-        snprintf(p->name, sizeof p->name, "%s-p%d", d->o.prefix, i);
         p->started = uv_thread_create(&p->thread, prober_main, p) == 0;
         if (!p->started) snprintf(p->error, sizeof p->error, "cannot start a thread");
     }
@@ -153,7 +149,7 @@ void drill_probers_start(drill_t *d)
 void drill_probers_stop(drill_t *d)
 {
     atomic_store_explicit(&d->probers_stop, true, memory_order_release);
-    for (int i = 0; i < d->n_probers; i++)
+    for (size_t i = 0; i < d->o.n_sites; i++)
         if (d->probers[i].started) {
             uv_thread_join(&d->probers[i].thread);
             d->probers[i].started = false;
