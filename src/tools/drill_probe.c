@@ -142,7 +142,11 @@ void drill_probers_start(drill_t *d)
     for (size_t i = 0; i < d->o.n_sites; i++) {
         drill_prober_t *p = &d->probers[i];
         p->started = uv_thread_create(&p->thread, prober_main, p) == 0;
-        if (!p->started) snprintf(p->error, sizeof p->error, "cannot start a thread");
+        if (!p->started) {
+            /* the report keys on setup_err: a probe that never ran says why */
+            p->setup_err = FB_EIO;
+            snprintf(p->error, sizeof p->error, "cannot start a thread");
+        }
     }
 }
 
