@@ -30,15 +30,6 @@ static bool reply_or_stop(void *arg)
     return !p->out || stopping(p);
 }
 
-static void on_registered(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
-{
-    drill_prober_t *p = ud;
-    p->out = false;
-    p->setup_err = err;
-    if (err)
-        snprintf(p->error, sizeof p->error, "register: %s", msg ? msg : fb_client_strerror(err));
-}
-
 static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
 {
     drill_prober_t *p = ud;
@@ -54,6 +45,13 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
     drill_gap_mark(&p->gap, now);
 }
 
+/* The server's message in a refusal's error frame, else the code's. */
+static const char *reply_error(const json_t *reply, int err)
+{
+    const char *m = json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
+    return m ? m : fb_client_strerror(err);
+}
+
 /* Register, create the probe room: 0 or an error (p->error says which). */
 static int prober_setup(drill_prober_t *p, fb_client_t *c)
 {
@@ -64,27 +62,24 @@ static int prober_setup(drill_prober_t *p, fb_client_t *c)
         snprintf(p->error, sizeof p->error, "no site answered: %s", fb_client_strerror(err));
         return err;
     }
-    p->out = true;
-    err = fb_client_register(c, p->name, d->password, "drill-probe", on_registered, p);
-    if (!err && fb_client_run_until(c, reply_or_stop, p, timeout) == 0 && !p->out)
-        err = p->setup_err;
-    else if (!err)
-        err = FB_CLIENT_ETIMEDOUT;
-    if (err) {
-        if (!p->error[0])
-            snprintf(p->error, sizeof p->error, "register: %s", fb_client_strerror(err));
-        return err;
-    }
+    /* the client learns its user from any register reply (client.c reply_side_effects) */
+    json_t *reply = NULL;
+    err = fb_client_call_sync(c,
+                              json_pack("{s:s,s:s,s:s,s:s}", "op", "register", "user", p->name,
+                                        "password", d->password, "device", "drill-probe"),
+                              &reply, timeout);
+    if (err) snprintf(p->error, sizeof p->error, "register: %s", reply_error(reply, err));
+    json_decref(reply);
+    if (err) return err;
     char room[64];
     snprintf(room, sizeof room, "%s probe %d", d->o.prefix, p->site + 1);
-    json_t *reply = NULL;
     err = fb_client_call_sync(
         c, json_pack("{s:s,s:s,s:[]}", "op", "create_group", "name", room, "members"), &reply,
         timeout);
     if (!err) p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
-    json_decref(reply);
     if (!err && p->room <= 0) err = FB_EBADREQ;
-    if (err) snprintf(p->error, sizeof p->error, "create_group: %s", fb_client_strerror(err));
+    if (err) snprintf(p->error, sizeof p->error, "create_group: %s", reply_error(reply, err));
+    json_decref(reply);
     return err;
 }
 
