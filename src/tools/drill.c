@@ -547,7 +547,7 @@ static void verdict(drill_t *d, verdict_t *v)
         const drill_prober_t *p = &d->probers[i];
         v->site_probes_ok += p->ok;
         v->site_probes_failed += p->failed;
-        if (p->gap.last < 0) continue; /* never answered: its error is reported */
+        if (p->gap.last < 0) continue; /* its setup failed: its error is reported */
         v->probe_all = FB_MAX(v->probe_all, p->gap.max);
         if (p->site + 1 != d->o.fault_site)
             v->probe_survivors = FB_MAX(v->probe_survivors, p->gap.max);

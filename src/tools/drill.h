@@ -154,7 +154,7 @@ typedef struct {
     char error[128];
     int64_t room;
     bool out;
-    drill_gap_t gap; /* between answered probes, from the first (last = -1 before) */
+    drill_gap_t gap; /* between answered probes, from the setup (last = -1: setup failed) */
     long ok, failed;
     char probe_err[64];
     int64_t probe_err_ms;

@@ -107,6 +107,8 @@ static void prober_main(void *arg)
         p->setup_err = err;
     } else {
         int64_t next = drill_now(d);
+        /* set up: from now on, no answer is an outage, even if none ever comes */
+        drill_gap_mark(&p->gap, next);
         while (!stopping(p)) {
             int64_t now = drill_now(d);
             if (!p->out && now >= next) {
