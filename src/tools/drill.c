@@ -151,6 +151,20 @@ void drill_sleep(drill_t *d, int64_t ms)
     drill_run_until(d, never, ms);
 }
 
+bool drill_probes_record(drill_probes_t *pr, int err, const char *msg, int64_t now)
+{
+    if (err) {
+        pr->failed++;
+        /* fb_client_strerror: client errors (a timeout) are no FB_E* code */
+        snprintf(pr->err, sizeof pr->err, "%s", msg ? msg : fb_client_strerror(err));
+        pr->err_ms = now;
+        return false;
+    }
+    pr->ok++;
+    drill_gap_mark(&pr->gap, now);
+    return true;
+}
+
 /* ---- the command line ---- */
 
 static int usage_error(const char *fmt, const char *arg)
@@ -545,20 +559,20 @@ static void verdict(drill_t *d, verdict_t *v)
     v->probe_survivors = v->probe_all = -1;
     for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
-        v->site_probes_ok += p->ok;
-        v->site_probes_failed += p->failed;
-        if (p->gap.last < 0) continue; /* its setup failed: its error is reported */
-        v->probe_all = FB_MAX(v->probe_all, p->gap.max);
+        v->site_probes_ok += p->probes.ok;
+        v->site_probes_failed += p->probes.failed;
+        if (p->probes.gap.last < 0) continue; /* its setup failed: its error is reported */
+        v->probe_all = FB_MAX(v->probe_all, p->probes.gap.max);
         if (p->site + 1 != d->o.fault_site)
-            v->probe_survivors = FB_MAX(v->probe_survivors, p->gap.max);
+            v->probe_survivors = FB_MAX(v->probe_survivors, p->probes.gap.max);
     }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        v->read_all = FB_MAX(v->read_all, r->gap.max);
+        v->read_all = FB_MAX(v->read_all, r->probes.gap.max);
         if (r->home + 1 != d->o.fault_site)
-            v->read_survivors = FB_MAX(v->read_survivors, r->gap.max);
-        v->probes_ok += r->probes_ok;
-        v->probes_failed += r->probes_failed;
+            v->read_survivors = FB_MAX(v->read_survivors, r->probes.gap.max);
+        v->probes_ok += r->probes.ok;
+        v->probes_failed += r->probes.failed;
     }
     v->cmd_failed = cmd_bad(&d->fault) || cmd_bad(&d->heal);
 
@@ -613,6 +627,19 @@ static json_t *cmd_json(const drill_cmd_t *k)
     if (k->spawn_err) json_object_set_new(j, "error", json_string(uv_strerror(k->spawn_err)));
     json_object_set_new(j, "output", json_stringn_nocheck(k->keep, k->keep_len));
     return j;
+}
+
+/* A reader's or a site probe's entry in read_outage; the gap is null for a
+ * probe that was never set up. */
+static json_t *probes_json(int site, const drill_probes_t *pr)
+{
+    bool measured = pr->gap.last >= 0;
+    return json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o}", "site", site, "max_gap_ms",
+                     measured ? json_integer(pr->gap.max) : json_null(), "gap_from_ms",
+                     measured ? json_integer(pr->gap.from) : json_null(), "probes_ok",
+                     (json_int_t)pr->ok, "probes_failed", (json_int_t)pr->failed, "last_error",
+                     pr->failed ? pr->err : NULL, "last_error_at_ms",
+                     pr->failed ? json_integer(pr->err_ms) : json_null());
 }
 
 static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
@@ -674,28 +701,14 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                   "fault_site_senders_back_ms", ms_or_null(v->fault_senders_back),
                   "other_senders_ms", ms_or_null(v->outage_other_senders)));
     json_t *readers = json_array();
-    for (int i = 0; i < d->o.readers; i++) {
-        const drill_reader_t *r = &d->r[i];
-        json_array_append_new(
-            readers, json_pack("{s:i,s:I,s:I,s:I,s:I,s:s?,s:o}", "site", r->home + 1, "max_gap_ms",
-                               (json_int_t)r->gap.max, "gap_from_ms",
-                               (json_int_t)r->gap.from, "probes_ok", (json_int_t)r->probes_ok,
-                               "probes_failed", (json_int_t)r->probes_failed, "last_error",
-                               r->probes_failed ? r->probe_err : NULL, "last_error_at_ms",
-                               r->probes_failed ? json_integer(r->probe_err_ms) : json_null()));
-    }
+    for (int i = 0; i < d->o.readers; i++)
+        json_array_append_new(readers, probes_json(d->r[i].home + 1, &d->r[i].probes));
     json_t *probers = json_array();
     for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
-        json_array_append_new(
-            probers,
-            json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o,s:s?}", "site", p->site + 1, "max_gap_ms",
-                      p->gap.last < 0 ? json_null() : json_integer(p->gap.max), "gap_from_ms",
-                      p->gap.last < 0 ? json_null() : json_integer(p->gap.from), "probes_ok",
-                      (json_int_t)p->ok, "probes_failed", (json_int_t)p->failed, "last_error",
-                      p->failed ? p->probe_err : NULL, "last_error_at_ms",
-                      p->failed ? json_integer(p->probe_err_ms) : json_null(), "setup_error",
-                      p->setup_err ? p->error : NULL));
+        json_t *pj = probes_json(p->site + 1, &p->probes);
+        json_object_set_new(pj, "setup_error", p->setup_err ? json_string(p->error) : json_null());
+        json_array_append_new(probers, pj);
     }
     json_object_set_new(
         j, "read_outage",
@@ -816,8 +829,7 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, " (%ld probes ok, %ld failed; behind every room's pushes)\n", v->probes_ok,
             v->probes_failed);
     fprintf(f, "  %-14s%.2f s at t=%.2f s (the drill's own loop, busy: no probe or send)\n",
-            "drill stall", (double)d->ticks.max / 1000.0,
-            (double)d->ticks.from / 1000.0);
+            "drill stall", (double)d->ticks.max / 1000.0, (double)d->ticks.from / 1000.0);
     print_cmd(f, "fault", &d->fault);
     print_cmd(f, "heal", &d->heal);
     if (d->v.done)
@@ -901,7 +913,7 @@ static void drill_init(drill_t *d)
         drill_prober_t *p = &d->probers[i];
         p->d = d;
         p->site = i;
-        p->gap.last = -1;
+        p->probes.gap.last = -1;
         snprintf(p->name, sizeof p->name, "%s-p%d", o->prefix, i);
     }
     d->fault = (drill_cmd_t){.d = d, .name = "fault", .cmd = o->fault_cmd, .at_ms = -1};

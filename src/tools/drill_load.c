@@ -406,15 +406,7 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
     r->probe_out = false;
     if (d->phase >= PH_VERIFY) return;
     int64_t now = drill_now(d);
-    if (err) {
-        r->probes_failed++;
-        snprintf(r->probe_err, sizeof r->probe_err, "%s", msg ? msg : fb_err_message(err));
-        r->probe_err_ms = now;
-        return;
-    }
-    r->probes_ok++;
-    second(d, now)->reads_ok++;
-    drill_gap_mark(&r->gap, now);
+    if (drill_probes_record(&r->probes, err, msg, now)) second(d, now)->reads_ok++;
 }
 
 static void probe(drill_t *d, int64_t now)
@@ -425,9 +417,10 @@ static void probe(drill_t *d, int64_t now)
         r->next_probe_ms += d->o.probe_ms;
         if (r->next_probe_ms <= now) r->next_probe_ms = now + d->o.probe_ms;
         r->probe_out = true;
-        if (fb_client_history(r->c, d->room_ids[i % d->o.rooms], 0, 1, on_probe, r)) {
+        int err = fb_client_history(r->c, d->room_ids[i % d->o.rooms], 0, 1, on_probe, r);
+        if (err) {
             r->probe_out = false;
-            r->probes_failed++;
+            drill_probes_record(&r->probes, err, NULL, now);
         }
     }
 }
@@ -734,7 +727,7 @@ void drill_load(drill_t *d)
     }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        drill_gap_close(&r->gap, now);
+        drill_gap_close(&r->probes.gap, now);
     }
     drill_log(d, "drain over after %.1f s", (double)(now - drain_from) / 1000.0);
     uv_signal_stop(&d->sigint);

@@ -33,16 +33,8 @@ static bool reply_or_stop(void *arg)
 static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
 {
     drill_prober_t *p = ud;
-    int64_t now = drill_now(p->d);
     p->out = false;
-    if (err) {
-        p->failed++;
-        snprintf(p->probe_err, sizeof p->probe_err, "%s", msg ? msg : fb_client_strerror(err));
-        p->probe_err_ms = now;
-        return;
-    }
-    p->ok++;
-    drill_gap_mark(&p->gap, now);
+    drill_probes_record(&p->probes, err, msg, drill_now(p->d));
 }
 
 /* The server's message in a refusal's error frame, else the code's. */
@@ -108,15 +100,16 @@ static void prober_main(void *arg)
     } else {
         int64_t next = drill_now(d);
         /* set up: from now on, no answer is an outage, even if none ever comes */
-        drill_gap_mark(&p->gap, next);
+        drill_gap_mark(&p->probes.gap, next);
         while (!stopping(p)) {
             int64_t now = drill_now(d);
             if (!p->out && now >= next) {
                 next = FB_MAX(next + d->o.probe_ms, now);
                 p->out = true;
-                if (fb_client_history(c, p->room, 0, 1, on_probe, p)) {
+                err = fb_client_history(c, p->room, 0, 1, on_probe, p);
+                if (err) {
                     p->out = false;
-                    p->failed++;
+                    drill_probes_record(&p->probes, err, NULL, now);
                 }
             }
             /* the loop runs until the reply or the next probe is due, and
@@ -126,7 +119,7 @@ static void prober_main(void *arg)
                 p->out ? DRILL_TICK_MS : (int)FB_MIN(FB_MAX(1, next - drill_now(d)), DRILL_TICK_MS);
             fb_client_run_until(c, p->out ? reply_or_stop : stopping, p, wait);
         }
-        drill_gap_close(&p->gap, drill_now(d)); /* an outage still open counts to the end */
+        drill_gap_close(&p->probes.gap, drill_now(d)); /* an outage still open counts to the end */
     }
     if (c) fb_client_free_sync(c);
     uv_run(&loop, UV_RUN_DEFAULT);
