@@ -545,7 +545,7 @@ static void verdict(drill_t *d, verdict_t *v)
             v->acked_in_load += s->msgs[n].acked && s->msgs[n].ack_ms <= d->load_end_ms;
         int64_t *g =
             s->home + 1 == d->o.fault_site ? &v->outage_fault_senders : &v->outage_other_senders;
-        *g = FB_MAX(*g, s->max_gap_ms);
+        *g = FB_MAX(*g, s->acks.max);
         if (s->home + 1 == d->o.fault_site && d->fault.finished) {
             int64_t back = s->first_ack_after_fault_ms < 0
                                ? d->drain_end_ms - d->fault.finished_ms
@@ -692,8 +692,8 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
     json_object_set_new(j, "drain_end_ms", json_integer(d->drain_end_ms));
     json_object_set_new(
         j, "write_outage",
-        json_pack("{s:I,s:I,s:o,s:o,s:o,s:o}", "ms", (json_int_t)d->max_ack_gap_ms, "from_ms",
-                  (json_int_t)d->ack_gap_from_ms, "first_ack_after_fault_ms",
+        json_pack("{s:I,s:I,s:o,s:o,s:o,s:o}", "ms", (json_int_t)d->acks.max, "from_ms",
+                  (json_int_t)d->acks.from, "first_ack_after_fault_ms",
                   d->first_ack_after_fault_ms < 0 || !d->fault.finished
                       ? json_null()
                       : json_integer(d->first_ack_after_fault_ms - d->fault.finished_ms),
@@ -795,9 +795,9 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, "  %-14s%ld unacked at the end (%ld of them stored), %ld refused, %ld not offered\n",
             "", v->unacked, d->v.stored_unacked, v->refused, d->not_offered);
     fprintf(f, "  %-14s", "write outage");
-    print_secs(f, d->max_ack_gap_ms);
-    fprintf(f, " (t=%.2f s .. %.2f s)", (double)d->ack_gap_from_ms / 1000.0,
-            (double)(d->ack_gap_from_ms + d->max_ack_gap_ms) / 1000.0);
+    print_secs(f, d->acks.max);
+    fprintf(f, " (t=%.2f s .. %.2f s)", (double)d->acks.from / 1000.0,
+            (double)(d->acks.from + d->acks.max) / 1000.0);
     if (d->fault.finished) {
         fprintf(f, "; after the fault: first ack ");
         print_secs(f, d->first_ack_after_fault_ms < 0

@@ -117,7 +117,7 @@ typedef struct {
     drill_msg_t *msgs;
     size_t n_msgs, cap_msgs;
     int outstanding;
-    int64_t last_ack_ms, max_gap_ms;
+    drill_gap_t acks; /* between its acks, from the load's start (last = 0) */
     int64_t first_ack_after_fault_ms;
 } drill_sender_t;
 
@@ -227,8 +227,8 @@ struct drill {
     long total_msgs;
     long not_offered, send_errors;
 
-    /* write outage, from acks */
-    int64_t last_ack_ms, max_ack_gap_ms, ack_gap_from_ms;
+    /* write outage: between any two acks, from the load's start (last = 0) */
+    drill_gap_t acks;
     /* the drill's own loop: the longest time between two ticks, when the
      * load generator itself was too busy to probe or send (its stall) */
     drill_gap_t ticks;
