@@ -151,6 +151,20 @@ void drill_sleep(drill_t *d, int64_t ms)
     drill_run_until(d, never, ms);
 }
 
+bool drill_probes_record(drill_probes_t *pr, int err, const char *msg, int64_t now)
+{
+    if (err) {
+        pr->failed++;
+        /* fb_client_strerror: client errors (a timeout) are no FB_E* code */
+        snprintf(pr->err, sizeof pr->err, "%s", msg ? msg : fb_client_strerror(err));
+        pr->err_ms = now;
+        return false;
+    }
+    pr->ok++;
+    drill_gap_mark(&pr->gap, now);
+    return true;
+}
+
 /* ---- the command line ---- */
 
 static int usage_error(const char *fmt, const char *arg)
@@ -531,7 +545,7 @@ static void verdict(drill_t *d, verdict_t *v)
             v->acked_in_load += s->msgs[n].acked && s->msgs[n].ack_ms <= d->load_end_ms;
         int64_t *g =
             s->home + 1 == d->o.fault_site ? &v->outage_fault_senders : &v->outage_other_senders;
-        *g = FB_MAX(*g, s->max_gap_ms);
+        *g = FB_MAX(*g, s->acks.max);
         if (s->home + 1 == d->o.fault_site && d->fault.finished) {
             int64_t back = s->first_ack_after_fault_ms < 0
                                ? d->drain_end_ms - d->fault.finished_ms
@@ -543,22 +557,22 @@ static void verdict(drill_t *d, verdict_t *v)
         d->load_end_ms > 0 ? (double)v->acked_in_load * 1000.0 / (double)d->load_end_ms : 0;
     v->read_survivors = v->read_all = -1;
     v->probe_survivors = v->probe_all = -1;
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
-        v->site_probes_ok += p->ok;
-        v->site_probes_failed += p->failed;
-        if (p->gap.last < 0) continue; /* never answered: its error is reported */
-        v->probe_all = FB_MAX(v->probe_all, p->gap.max);
+        v->site_probes_ok += p->probes.ok;
+        v->site_probes_failed += p->probes.failed;
+        if (p->probes.gap.last < 0) continue; /* its setup failed: its error is reported */
+        v->probe_all = FB_MAX(v->probe_all, p->probes.gap.max);
         if (p->site + 1 != d->o.fault_site)
-            v->probe_survivors = FB_MAX(v->probe_survivors, p->gap.max);
+            v->probe_survivors = FB_MAX(v->probe_survivors, p->probes.gap.max);
     }
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        v->read_all = FB_MAX(v->read_all, r->gap.max);
+        v->read_all = FB_MAX(v->read_all, r->probes.gap.max);
         if (r->home + 1 != d->o.fault_site)
-            v->read_survivors = FB_MAX(v->read_survivors, r->gap.max);
-        v->probes_ok += r->probes_ok;
-        v->probes_failed += r->probes_failed;
+            v->read_survivors = FB_MAX(v->read_survivors, r->probes.gap.max);
+        v->probes_ok += r->probes.ok;
+        v->probes_failed += r->probes.failed;
     }
     v->cmd_failed = cmd_bad(&d->fault) || cmd_bad(&d->heal);
 
@@ -615,6 +629,19 @@ static json_t *cmd_json(const drill_cmd_t *k)
     return j;
 }
 
+/* A reader's or a site probe's entry in read_outage; the gap is null for a
+ * probe that was never set up. */
+static json_t *probes_json(int site, const drill_probes_t *pr)
+{
+    bool measured = pr->gap.last >= 0;
+    return json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o}", "site", site, "max_gap_ms",
+                     measured ? json_integer(pr->gap.max) : json_null(), "gap_from_ms",
+                     measured ? json_integer(pr->gap.from) : json_null(), "probes_ok",
+                     (json_int_t)pr->ok, "probes_failed", (json_int_t)pr->failed, "last_error",
+                     pr->failed ? pr->err : NULL, "last_error_at_ms",
+                     pr->failed ? json_integer(pr->err_ms) : json_null());
+}
+
 static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
 {
     json_t *sites = json_array();
@@ -665,8 +692,8 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
     json_object_set_new(j, "drain_end_ms", json_integer(d->drain_end_ms));
     json_object_set_new(
         j, "write_outage",
-        json_pack("{s:I,s:I,s:o,s:o,s:o,s:o}", "ms", (json_int_t)d->max_ack_gap_ms, "from_ms",
-                  (json_int_t)d->ack_gap_from_ms, "first_ack_after_fault_ms",
+        json_pack("{s:I,s:I,s:o,s:o,s:o,s:o}", "ms", (json_int_t)d->acks.max, "from_ms",
+                  (json_int_t)d->acks.from, "first_ack_after_fault_ms",
                   d->first_ack_after_fault_ms < 0 || !d->fault.finished
                       ? json_null()
                       : json_integer(d->first_ack_after_fault_ms - d->fault.finished_ms),
@@ -674,28 +701,14 @@ static json_t *report_json(drill_t *d, const verdict_t *v, bool setup_failed)
                   "fault_site_senders_back_ms", ms_or_null(v->fault_senders_back),
                   "other_senders_ms", ms_or_null(v->outage_other_senders)));
     json_t *readers = json_array();
-    for (int i = 0; i < d->o.readers; i++) {
-        const drill_reader_t *r = &d->r[i];
-        json_array_append_new(
-            readers, json_pack("{s:i,s:I,s:I,s:I,s:I,s:s?,s:o}", "site", r->home + 1, "max_gap_ms",
-                               (json_int_t)r->gap.max, "gap_from_ms",
-                               (json_int_t)r->gap.from, "probes_ok", (json_int_t)r->probes_ok,
-                               "probes_failed", (json_int_t)r->probes_failed, "last_error",
-                               r->probes_failed ? r->probe_err : NULL, "last_error_at_ms",
-                               r->probes_failed ? json_integer(r->probe_err_ms) : json_null()));
-    }
+    for (int i = 0; i < d->o.readers; i++)
+        json_array_append_new(readers, probes_json(d->r[i].home + 1, &d->r[i].probes));
     json_t *probers = json_array();
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         const drill_prober_t *p = &d->probers[i];
-        json_array_append_new(
-            probers,
-            json_pack("{s:i,s:o,s:o,s:I,s:I,s:s?,s:o,s:s?}", "site", p->site + 1, "max_gap_ms",
-                      p->gap.last < 0 ? json_null() : json_integer(p->gap.max), "gap_from_ms",
-                      p->gap.last < 0 ? json_null() : json_integer(p->gap.from), "probes_ok",
-                      (json_int_t)p->ok, "probes_failed", (json_int_t)p->failed, "last_error",
-                      p->failed ? p->probe_err : NULL, "last_error_at_ms",
-                      p->failed ? json_integer(p->probe_err_ms) : json_null(), "setup_error",
-                      p->setup_err ? p->error : NULL));
+        json_t *pj = probes_json(p->site + 1, &p->probes);
+        json_object_set_new(pj, "setup_error", p->setup_err ? json_string(p->error) : json_null());
+        json_array_append_new(probers, pj);
     }
     json_object_set_new(
         j, "read_outage",
@@ -782,9 +795,9 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, "  %-14s%ld unacked at the end (%ld of them stored), %ld refused, %ld not offered\n",
             "", v->unacked, d->v.stored_unacked, v->refused, d->not_offered);
     fprintf(f, "  %-14s", "write outage");
-    print_secs(f, d->max_ack_gap_ms);
-    fprintf(f, " (t=%.2f s .. %.2f s)", (double)d->ack_gap_from_ms / 1000.0,
-            (double)(d->ack_gap_from_ms + d->max_ack_gap_ms) / 1000.0);
+    print_secs(f, d->acks.max);
+    fprintf(f, " (t=%.2f s .. %.2f s)", (double)d->acks.from / 1000.0,
+            (double)(d->acks.from + d->acks.max) / 1000.0);
     if (d->fault.finished) {
         fprintf(f, "; after the fault: first ack ");
         print_secs(f, d->first_ack_after_fault_ms < 0
@@ -806,9 +819,9 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, ", all ");
     print_secs(f, v->probe_all);
     fprintf(f, " (site probes: %ld ok, %ld failed)\n", v->site_probes_ok, v->site_probes_failed);
-    for (int i = 0; i < d->n_probers; i++)
+    for (size_t i = 0; i < d->o.n_sites; i++)
         if (d->probers[i].setup_err)
-            fprintf(f, "  %-14ssite %d's probe never ran: %s\n", "", i + 1, d->probers[i].error);
+            fprintf(f, "  %-14ssite %zu's probe never ran: %s\n", "", i + 1, d->probers[i].error);
     fprintf(f, "  %-14ssurvivors ", "readers wait");
     print_secs(f, v->read_survivors);
     fprintf(f, ", all ");
@@ -816,8 +829,7 @@ static void report_text(FILE *f, drill_t *d, const verdict_t *v)
     fprintf(f, " (%ld probes ok, %ld failed; behind every room's pushes)\n", v->probes_ok,
             v->probes_failed);
     fprintf(f, "  %-14s%.2f s at t=%.2f s (the drill's own loop, busy: no probe or send)\n",
-            "drill stall", (double)d->ticks.max / 1000.0,
-            (double)d->ticks.from / 1000.0);
+            "drill stall", (double)d->ticks.max / 1000.0, (double)d->ticks.from / 1000.0);
     print_cmd(f, "fault", &d->fault);
     print_cmd(f, "heal", &d->heal);
     if (d->v.done)
@@ -888,8 +900,6 @@ static void drill_init(drill_t *d)
         snprintf(s->name, sizeof s->name, "%s-s%d", o->prefix, i);
     }
     d->r = fb_calloc((size_t)FB_MAX(o->readers, 1), sizeof *d->r);
-    d->n_probers = (int)o->n_sites;
-    d->probers = fb_calloc(o->n_sites, sizeof *d->probers);
     for (int i = 0; i < o->readers; i++) {
         drill_reader_t *r = &d->r[i];
         r->d = d;
@@ -897,6 +907,14 @@ static void drill_init(drill_t *d)
         r->home = i % (int)o->n_sites;
         snprintf(r->name, sizeof r->name, "%s-r%d", o->prefix, i);
         r->rooms = fb_calloc((size_t)d->max_slots, sizeof *r->rooms);
+    }
+    d->probers = fb_calloc(o->n_sites, sizeof *d->probers);
+    for (int i = 0; i < (int)o->n_sites; i++) {
+        drill_prober_t *p = &d->probers[i];
+        p->d = d;
+        p->site = i;
+        p->probes.gap.last = -1;
+        snprintf(p->name, sizeof p->name, "%s-p%d", o->prefix, i);
     }
     d->fault = (drill_cmd_t){.d = d, .name = "fault", .cmd = o->fault_cmd, .at_ms = -1};
     d->heal = (drill_cmd_t){.d = d, .name = "heal", .cmd = o->heal_cmd, .at_ms = -1};

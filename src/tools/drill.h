@@ -99,6 +99,14 @@ static inline void drill_gap_mark(drill_gap_t *g, int64_t now)
     g->last = now;
 }
 
+/* What a series of read probes saw: a reader's or a site prober's. */
+typedef struct {
+    drill_gap_t gap; /* between answered probes */
+    long ok, failed;
+    char err[64]; /* the last failure's error, for the report */
+    int64_t err_ms;
+} drill_probes_t;
+
 typedef struct {
     drill_t *d;
     int idx, home; /* home: 0-based site it starts at */
@@ -109,7 +117,7 @@ typedef struct {
     drill_msg_t *msgs;
     size_t n_msgs, cap_msgs;
     int outstanding;
-    int64_t last_ack_ms, max_gap_ms;
+    drill_gap_t acks; /* between its acks, from the load's start (last = 0) */
     int64_t first_ack_after_fault_ms;
 } drill_sender_t;
 
@@ -133,10 +141,7 @@ typedef struct {
     /* read probes */
     bool probe_out;
     int64_t next_probe_ms;
-    drill_gap_t gap; /* between answered probes, from the load's start (last = 0) */
-    long probes_ok, probes_failed;
-    char probe_err[64]; /* the last failed probe's error, for the report */
-    int64_t probe_err_ms;
+    drill_probes_t probes; /* gap from the load's start (gap.last = 0) */
     /* the final sync */
     bool sync_out, final_ok;
     int sync_err;
@@ -154,10 +159,7 @@ typedef struct {
     char error[128];
     int64_t room;
     bool out;
-    drill_gap_t gap; /* between answered probes, from the first (last = -1 before) */
-    long ok, failed;
-    char probe_err[64];
-    int64_t probe_err_ms;
+    drill_probes_t probes; /* gap from the setup (gap.last = -1: setup failed) */
 } drill_prober_t;
 
 /* A fault or heal command run through /bin/sh -c. */
@@ -214,8 +216,7 @@ struct drill {
     void *regs; /* registrations in flight (drill_load.c) */
     drill_sender_t *s;
     drill_reader_t *r;
-    drill_prober_t *probers; /* one per site */
-    int n_probers;
+    drill_prober_t *probers; /* one per site, by site */
     atomic_bool probers_stop;
     char **client_servers; /* per home site: the sites list rotated to start there */
 
@@ -226,8 +227,8 @@ struct drill {
     long total_msgs;
     long not_offered, send_errors;
 
-    /* write outage, from acks */
-    int64_t last_ack_ms, max_ack_gap_ms, ack_gap_from_ms;
+    /* write outage: between any two acks, from the load's start (last = 0) */
+    drill_gap_t acks;
     /* the drill's own loop: the longest time between two ticks, when the
      * load generator itself was too busy to probe or send (its stall) */
     drill_gap_t ticks;
@@ -271,6 +272,9 @@ int drill_room_slot_find(const drill_t *d, int64_t room); /* -1: never seen */
 /* Runs the loop until done(d) or timeout_ms: true when done. */
 bool drill_run_until(drill_t *d, bool (*done)(drill_t *d), int64_t timeout_ms);
 void drill_sleep(drill_t *d, int64_t ms); /* the loop keeps running */
+/* Records a probe's reply, or its failure to be sent (err; msg: the
+ * server's text or NULL) at now: true when it was answered. */
+bool drill_probes_record(drill_probes_t *pr, int err, const char *msg, int64_t now);
 
 /* drill_load.c */
 void drill_tick_start(drill_t *d); /* pacing, probes, schedule, progress: until the end */

@@ -278,13 +278,8 @@ static void pump(drill_sender_t *s);
 
 static void sender_gap(drill_t *d, drill_sender_t *s, int64_t now)
 {
-    if (now - s->last_ack_ms > s->max_gap_ms) s->max_gap_ms = now - s->last_ack_ms;
-    s->last_ack_ms = now;
-    if (now - d->last_ack_ms > d->max_ack_gap_ms) {
-        d->max_ack_gap_ms = now - d->last_ack_ms;
-        d->ack_gap_from_ms = d->last_ack_ms;
-    }
-    d->last_ack_ms = now;
+    drill_gap_mark(&s->acks, now);
+    drill_gap_mark(&d->acks, now);
     if (d->fault.finished && now >= d->fault.finished_ms) {
         if (d->first_ack_after_fault_ms < 0) d->first_ack_after_fault_ms = now;
         if (s->first_ack_after_fault_ms < 0) s->first_ack_after_fault_ms = now;
@@ -406,15 +401,7 @@ static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, vo
     r->probe_out = false;
     if (d->phase >= PH_VERIFY) return;
     int64_t now = drill_now(d);
-    if (err) {
-        r->probes_failed++;
-        snprintf(r->probe_err, sizeof r->probe_err, "%s", msg ? msg : fb_err_message(err));
-        r->probe_err_ms = now;
-        return;
-    }
-    r->probes_ok++;
-    second(d, now)->reads_ok++;
-    drill_gap_mark(&r->gap, now);
+    if (drill_probes_record(&r->probes, err, msg, now)) second(d, now)->reads_ok++;
 }
 
 static void probe(drill_t *d, int64_t now)
@@ -425,9 +412,10 @@ static void probe(drill_t *d, int64_t now)
         r->next_probe_ms += d->o.probe_ms;
         if (r->next_probe_ms <= now) r->next_probe_ms = now + d->o.probe_ms;
         r->probe_out = true;
-        if (fb_client_history(r->c, d->room_ids[i % d->o.rooms], 0, 1, on_probe, r)) {
+        int err = fb_client_history(r->c, d->room_ids[i % d->o.rooms], 0, 1, on_probe, r);
+        if (err) {
             r->probe_out = false;
-            r->probes_failed++;
+            drill_probes_record(&r->probes, err, NULL, now);
         }
     }
 }
@@ -693,7 +681,7 @@ void drill_load(drill_t *d)
     d->t0_ns = uv_hrtime();
     d->phase = PH_LOAD;
     drill_probers_start(d);
-    d->last_ack_ms = 0;
+    d->acks.last = 0;
     d->first_ack_after_fault_ms = -1;
     for (int i = 0; i < d->o.senders; i++)
         d->s[i].first_ack_after_fault_ms = -1;
@@ -723,18 +711,12 @@ void drill_load(drill_t *d)
     d->drain_end_ms = now;
     d->phase = PH_VERIFY;
     /* outages still open at the end count up to it */
-    if (unacked_now(d) > 0 && now - d->last_ack_ms > d->max_ack_gap_ms) {
-        d->max_ack_gap_ms = now - d->last_ack_ms;
-        d->ack_gap_from_ms = d->last_ack_ms;
-    }
-    for (int i = 0; i < d->o.senders; i++) {
-        drill_sender_t *s = &d->s[i];
-        if (s->outstanding > 0 && now - s->last_ack_ms > s->max_gap_ms)
-            s->max_gap_ms = now - s->last_ack_ms;
-    }
+    if (unacked_now(d) > 0) drill_gap_close(&d->acks, now);
+    for (int i = 0; i < d->o.senders; i++)
+        if (d->s[i].outstanding > 0) drill_gap_close(&d->s[i].acks, now);
     for (int i = 0; i < d->o.readers; i++) {
         drill_reader_t *r = &d->r[i];
-        drill_gap_close(&r->gap, now);
+        drill_gap_close(&r->probes.gap, now);
     }
     drill_log(d, "drain over after %.1f s", (double)(now - drain_from) / 1000.0);
     uv_signal_stop(&d->sigint);

@@ -30,27 +30,18 @@ static bool reply_or_stop(void *arg)
     return !p->out || stopping(p);
 }
 
-static void on_registered(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
-{
-    drill_prober_t *p = ud;
-    p->out = false;
-    p->setup_err = err;
-    if (err) snprintf(p->error, sizeof p->error, "register: %s", msg ? msg : fb_client_strerror(err));
-}
-
 static void on_probe(fb_client_t *c, int err, const char *msg, json_t *reply, void *ud)
 {
     drill_prober_t *p = ud;
-    int64_t now = drill_now(p->d);
     p->out = false;
-    if (err) {
-        p->failed++;
-        snprintf(p->probe_err, sizeof p->probe_err, "%s", msg ? msg : fb_client_strerror(err));
-        p->probe_err_ms = now;
-        return;
-    }
-    p->ok++;
-    drill_gap_mark(&p->gap, now);
+    drill_probes_record(&p->probes, err, msg, drill_now(p->d));
+}
+
+/* The server's message in a refusal's error frame, else the code's. */
+static const char *reply_error(const json_t *reply, int err)
+{
+    const char *m = json_string_value(json_object_get(json_object_get(reply, "error"), "message"));
+    return m ? m : fb_client_strerror(err);
 }
 
 /* Register, create the probe room: 0 or an error (p->error says which). */
@@ -63,28 +54,24 @@ static int prober_setup(drill_prober_t *p, fb_client_t *c)
         snprintf(p->error, sizeof p->error, "no site answered: %s", fb_client_strerror(err));
         return err;
     }
-    p->out = true;
-    err = fb_client_register(c, p->name, d->password, "drill-probe", on_registered, p);
-    if (!err && fb_client_run_until(c, reply_or_stop, p, timeout) == 0 && !p->out)
-        err = p->setup_err;
-    else if (!err)
-        err = FB_CLIENT_ETIMEDOUT;
-    if (err) {
-        if (!p->error[0])
-            snprintf(p->error, sizeof p->error, "register: %s", fb_client_strerror(err));
-        return err;
-    }
+    /* the client learns its user from any register reply (client.c reply_side_effects) */
+    json_t *reply = NULL;
+    err = fb_client_call_sync(c,
+                              json_pack("{s:s,s:s,s:s,s:s}", "op", "register", "user", p->name,
+                                        "password", d->password, "device", "drill-probe"),
+                              &reply, timeout);
+    if (err) snprintf(p->error, sizeof p->error, "register: %s", reply_error(reply, err));
+    json_decref(reply);
+    if (err) return err;
     char room[64];
     snprintf(room, sizeof room, "%s probe %d", d->o.prefix, p->site + 1);
-    json_t *reply = NULL;
     err = fb_client_call_sync(
         c, json_pack("{s:s,s:s,s:[]}", "op", "create_group", "name", room, "members"), &reply,
         timeout);
-    if (!err)
-        p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
-    json_decref(reply);
+    if (!err) p->room = json_integer_value(json_object_get(json_object_get(reply, "room"), "room"));
     if (!err && p->room <= 0) err = FB_EBADREQ;
-    if (err) snprintf(p->error, sizeof p->error, "create_group: %s", fb_client_strerror(err));
+    if (err) snprintf(p->error, sizeof p->error, "create_group: %s", reply_error(reply, err));
+    json_decref(reply);
     return err;
 }
 
@@ -112,22 +99,27 @@ static void prober_main(void *arg)
         p->setup_err = err;
     } else {
         int64_t next = drill_now(d);
+        /* set up: from now on, no answer is an outage, even if none ever comes */
+        drill_gap_mark(&p->probes.gap, next);
         while (!stopping(p)) {
             int64_t now = drill_now(d);
             if (!p->out && now >= next) {
                 next = FB_MAX(next + d->o.probe_ms, now);
                 p->out = true;
-                if (fb_client_history(c, p->room, 0, 1, on_probe, p)) {
+                err = fb_client_history(c, p->room, 0, 1, on_probe, p);
+                if (err) {
                     p->out = false;
-                    p->failed++;
+                    drill_probes_record(&p->probes, err, NULL, now);
                 }
             }
-            /* the loop runs until the reply or the next probe is due */
-            int64_t wait = p->out ? DRILL_TICK_MS : FB_MAX(1, next - drill_now(d));
-            fb_client_run_until(c, p->out ? reply_or_stop : stopping, p,
-                                (int)FB_MIN(wait, DRILL_TICK_MS));
+            /* the loop runs until the reply or the next probe is due, and
+             * at most a tick: the stop flag, set by another thread, does not
+             * wake this loop */
+            int wait =
+                p->out ? DRILL_TICK_MS : (int)FB_MIN(FB_MAX(1, next - drill_now(d)), DRILL_TICK_MS);
+            fb_client_run_until(c, p->out ? reply_or_stop : stopping, p, wait);
         }
-        drill_gap_close(&p->gap, drill_now(d)); /* an outage still open counts to the end */
+        drill_gap_close(&p->probes.gap, drill_now(d)); /* an outage still open counts to the end */
     }
     if (c) fb_client_free_sync(c);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -137,21 +129,21 @@ static void prober_main(void *arg)
 void drill_probers_start(drill_t *d)
 {
     atomic_store(&d->probers_stop, false);
-    for (int i = 0; i < d->n_probers; i++) {
+    for (size_t i = 0; i < d->o.n_sites; i++) {
         drill_prober_t *p = &d->probers[i];
-        p->d = d;
-        p->site = i;
-        p->gap.last = -1;
-        snprintf(p->name, sizeof p->name, "%s-p%d", d->o.prefix, i);
         p->started = uv_thread_create(&p->thread, prober_main, p) == 0;
-        if (!p->started) snprintf(p->error, sizeof p->error, "cannot start a thread");
+        if (!p->started) {
+            /* the report keys on setup_err: a probe that never ran says why */
+            p->setup_err = FB_EIO;
+            snprintf(p->error, sizeof p->error, "cannot start a thread");
+        }
     }
 }
 
 void drill_probers_stop(drill_t *d)
 {
     atomic_store_explicit(&d->probers_stop, true, memory_order_release);
-    for (int i = 0; i < d->n_probers; i++)
+    for (size_t i = 0; i < d->o.n_sites; i++)
         if (d->probers[i].started) {
             uv_thread_join(&d->probers[i].thread);
             d->probers[i].started = false;
